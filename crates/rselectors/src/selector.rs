@@ -1,0 +1,319 @@
+//! The generic front: every rule of the selectors API, for any backend.
+
+use crate::sys::{AnyBackend, Backend, BackendKind, ReadyList};
+use crate::table::{KeyTable, Map, Slot};
+use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// A selector: Python's `BaseSelector`, over the backend `B`, owning file
+/// objects of type `F` with data of type `D`.
+///
+/// Use the aliases [`DefaultSelector`], [`EpollSelector`],
+/// [`PollSelector`], [`SelectSelector`], or [`AnySelector`] to pick the
+/// backend at run time.
+///
+/// `select` stores what is ready inside the selector; [`Selector::next_ready`]
+/// hands it out one event at a time by value, so between two events the
+/// caller holds no borrow and may register, modify and unregister anything.
+pub struct Selector<B, F, D> {
+    /// `None` once closed.
+    backend: Option<B>,
+    table: KeyTable<F, D>,
+    ready: ReadyList,
+    /// Next entry of `ready` that `next_ready` looks at.
+    cursor: usize,
+    /// Serial number of the next registration.
+    next_serial: u64,
+}
+
+/// The best selector this platform has (epoll on Linux).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub type DefaultSelector<F, D> = Selector<crate::sys::epoll::EpollBackend, F, D>;
+/// The best selector this platform has.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub type DefaultSelector<F, D> = Selector<crate::sys::poll::PollBackend, F, D>;
+/// A selector over `epoll(7)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub type EpollSelector<F, D> = Selector<crate::sys::epoll::EpollBackend, F, D>;
+/// A selector over `poll(2)`.
+pub type PollSelector<F, D> = Selector<crate::sys::poll::PollBackend, F, D>;
+/// A selector over `select(2)`; descriptors must be below `FD_SETSIZE`.
+pub type SelectSelector<F, D> = Selector<crate::sys::select::SelectBackend, F, D>;
+/// A selector whose backend is chosen at run time by [`BackendKind`].
+pub type AnySelector<F, D> = Selector<AnyBackend, F, D>;
+
+impl<F, D> AnySelector<F, D> {
+    /// Opens a selector with the backend of that kind.
+    pub fn with_kind(kind: BackendKind) -> io::Result<Self> {
+        Ok(Selector::with_backend(AnyBackend::open_kind(kind)?))
+    }
+}
+
+impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
+    /// Opens a selector over a new backend.
+    pub fn new() -> io::Result<Self> {
+        Ok(Selector::with_backend(B::open()?))
+    }
+}
+
+impl<B, F, D> Selector<B, F, D> {
+    /// Wraps an open backend.
+    pub fn with_backend(backend: B) -> Self {
+        Selector {
+            backend: Some(backend),
+            table: KeyTable::new(),
+            ready: ReadyList::default(),
+            cursor: 0,
+            next_serial: 0,
+        }
+    }
+}
+
+impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
+    fn backend(&mut self) -> Result<&mut B> {
+        self.backend.as_mut().ok_or(Error::Closed)
+    }
+
+    /// The backend's name: `"select"`, `"poll"` or `"epoll"`.
+    pub fn backend_name(&self) -> Option<&'static str> {
+        self.backend.as_ref().map(|b| b.name())
+    }
+
+    fn check_new(&self, fd: RawFd, events: Events) -> Result<()> {
+        let backend = self.backend.as_ref().ok_or(Error::Closed)?;
+        if !events.is_valid_mask() {
+            return Err(Error::InvalidEvents(events.bits()));
+        }
+        if fd < 0 {
+            return Err(Error::InvalidFd(fd));
+        }
+        if self.table.get(fd).is_some() {
+            return Err(Error::AlreadyRegistered(fd));
+        }
+        match backend.fd_limit() {
+            Some(limit) if fd >= limit => Err(Error::FdOutOfRange { fd, limit }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers `fileobj` for `events`, with `data` attached.
+    ///
+    /// Refused (and `fileobj` and `data` handed back in [`Rejected`]) for an
+    /// empty or unknown mask, a negative descriptor, a descriptor that is
+    /// registered already, one the backend cannot watch, a closed
+    /// selector, or when the OS refuses (epoll gives `EPERM` for a regular
+    /// file). A refused registration leaves nothing behind.
+    pub fn register(
+        &mut self,
+        fileobj: F,
+        events: Events,
+        data: D,
+    ) -> Result<&SelectorKey<F, D>, Rejected<F, D>> {
+        let fd = fileobj.as_raw_fd();
+        let checked = self.check_new(fd, events);
+        let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events)?));
+        if let Err(error) = added {
+            return Err(Rejected { error, fileobj, data });
+        }
+        // Room for one ready entry per key, so select() never allocates.
+        let wanted = self.table.len() + 1;
+        if self.ready.entries.capacity() < wanted {
+            self.ready.entries.reserve(wanted - self.ready.entries.len());
+        }
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let key = SelectorKey { fileobj, fd, events, data };
+        Ok(&self.table.insert(Slot { key, serial }).key)
+    }
+
+    /// Unregisters `fd` and hands back its key, with the file object and data.
+    ///
+    /// Works after the descriptor was closed behind the selector's back,
+    /// and after its number was reused by another file, which it leaves
+    /// alone. Ready events of this registration not yet taken from
+    /// [`Selector::next_ready`] are dropped.
+    pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
+        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        if self.table.get(fd).is_none() {
+            return Err(Error::NotRegistered(fd));
+        }
+        // The OS may have forgotten the descriptor already (closed, EBADF /
+        // ENOENT); CPython ignores that too, and the key goes either way.
+        let _ = backend.remove(fd);
+        Ok(self.table.remove(fd).expect("checked above").key)
+    }
+
+    /// Changes the events and the data of `fd`'s registration.
+    ///
+    /// A change of data alone makes no system call. When the OS refuses
+    /// the new events, the registration is removed (its key dropped) and
+    /// the OS error returned, as CPython does (bpo-30014).
+    pub fn modify(&mut self, fd: RawFd, events: Events, data: D) -> Result<&SelectorKey<F, D>> {
+        self.modify_events(fd, events)?;
+        let slot = self.table.get_mut(fd).expect("modify_events checked it");
+        slot.key.data = data;
+        Ok(&slot.key)
+    }
+
+    /// Changes the events of `fd`'s registration and keeps its data (the
+    /// seeds' `modify(sock, EVENT_READ)`, without handing the data back in).
+    pub fn modify_events(&mut self, fd: RawFd, events: Events) -> Result<&SelectorKey<F, D>> {
+        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        if !events.is_valid_mask() {
+            return Err(Error::InvalidEvents(events.bits()));
+        }
+        let slot = self.table.get_mut(fd).ok_or(Error::NotRegistered(fd))?;
+        if slot.key.events != events {
+            if let Err(e) = backend.modify(fd, events) {
+                let _ = backend.remove(fd);
+                self.table.remove(fd);
+                return Err(Error::Os(e));
+            }
+            slot.key.events = events;
+        }
+        Ok(&self.table.get(fd).expect("present").key)
+    }
+
+    /// Waits until a registered file object is ready or `timeout` passes
+    /// (`None`: no limit; zero: just look), and returns how many are ready.
+    /// Take them with [`Selector::next_ready`] (or read them with
+    /// [`Selector::ready_keys`]).
+    ///
+    /// A timeout below the backend's resolution is rounded up, never down
+    /// to a busy poll. A signal (`EINTR`) does not end the wait early: it
+    /// resumes with the time that remains (PEP 475). To end it from
+    /// another thread or a signal handler, register a [`crate::Waker`].
+    pub fn select(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let deadline = match timeout {
+            Some(t) if !t.is_zero() => Instant::now().checked_add(t),
+            _ => None,
+        };
+        let mut wait = timeout;
+        loop {
+            match self.select_once(wait) {
+                Err(e) if e.is_interrupted() => {
+                    if let Some(deadline) = deadline {
+                        wait = Some(deadline.saturating_duration_since(Instant::now()));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One wait, one system call: like [`Selector::select`] but returns
+    /// `EINTR` (see [`Error::is_interrupted`]) instead of retrying, for
+    /// callers that act on signals (Python runs its handlers then).
+    pub fn select_once(&mut self, timeout: Option<Duration>) -> Result<usize> {
+        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        self.ready.entries.clear();
+        self.cursor = 0;
+        backend.wait(&mut self.ready, timeout)?;
+        let table = &self.table;
+        self.ready.entries.retain_mut(|r| match table.get(r.fd) {
+            Some(slot) => {
+                r.events &= slot.key.events;
+                r.serial = slot.serial;
+                !r.events.is_empty()
+            }
+            None => false,
+        });
+        Ok(self.ready.entries.len())
+    }
+
+    /// The next ready descriptor of the last `select`, with the events it
+    /// is ready for, or `None` when all were taken.
+    ///
+    /// An event whose registration was unregistered since `select`
+    /// returned is skipped, even if the descriptor number was registered
+    /// again; events are masked with the key's current events.
+    #[inline]
+    pub fn next_ready(&mut self) -> Option<(RawFd, Events)> {
+        while let Some(r) = self.ready.entries.get(self.cursor) {
+            self.cursor += 1;
+            if let Some(slot) = self.table.get(r.fd) {
+                let events = r.events & slot.key.events;
+                if slot.serial == r.serial && !events.is_empty() {
+                    return Some((r.fd, events));
+                }
+            }
+        }
+        None
+    }
+
+    /// The ready keys of the last `select` not yet taken by `next_ready`,
+    /// with their events: Python's `select()` list, read-only.
+    pub fn ready_keys(&self) -> impl Iterator<Item = (&SelectorKey<F, D>, Events)> {
+        let table = &self.table;
+        self.ready.entries[self.cursor..].iter().filter_map(move |r| {
+            let slot = table.get(r.fd).filter(|s| s.serial == r.serial)?;
+            let events = r.events & slot.key.events;
+            (!events.is_empty()).then_some((&slot.key, events))
+        })
+    }
+
+    /// The key registered for `fd`.
+    pub fn get_key(&self, fd: RawFd) -> Result<&SelectorKey<F, D>> {
+        if self.backend.is_none() {
+            return Err(Error::Closed);
+        }
+        self.table.get(fd).map(|s| &s.key).ok_or(Error::NotRegistered(fd))
+    }
+
+    /// Mutable access to `fd`'s file object and data.
+    pub fn get_key_mut(&mut self, fd: RawFd) -> Result<KeyMut<'_, F, D>> {
+        if self.backend.is_none() {
+            return Err(Error::Closed);
+        }
+        let slot = self.table.get_mut(fd).ok_or(Error::NotRegistered(fd))?;
+        let key = &mut slot.key;
+        Ok(KeyMut { fileobj: &mut key.fileobj, fd: key.fd, events: key.events, data: &mut key.data })
+    }
+
+    /// A read-only view of every registration (empty once closed).
+    pub fn get_map(&self) -> Map<'_, F, D> {
+        Map { table: &self.table }
+    }
+
+    /// Number of registrations.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
+    /// The backend's kernel object (epoll's descriptor), if it has one.
+    pub fn fileno(&self) -> Result<Option<RawFd>> {
+        self.backend.as_ref().map(|b| b.fileno()).ok_or(Error::Closed)
+    }
+
+    /// True once [`Selector::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.backend.is_none()
+    }
+
+    /// Closes the backend and drops every key (closing the file objects
+    /// the selector owns). Idempotent; every later call but `close`
+    /// returns [`Error::Closed`]. Dropping the selector closes it too.
+    pub fn close(&mut self) {
+        self.backend = None;
+        self.table.clear();
+        self.ready.entries.clear();
+        self.cursor = 0;
+    }
+}
+
+impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Selector")
+            .field("backend", &self.backend_name())
+            .field("registered", &self.table.len())
+            .finish_non_exhaustive()
+    }
+}

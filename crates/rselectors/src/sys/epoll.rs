@@ -1,0 +1,114 @@
+//! `epoll(7)`: level-triggered, the descriptor stored in the event's data.
+
+use super::{cvt, timeout_millis, Backend, ReadyList};
+use crate::Events;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The `epoll` backend of [`crate::EpollSelector`].
+#[derive(Debug)]
+pub struct EpollBackend {
+    epfd: OwnedFd,
+    /// Room for one event per watched descriptor (CPython's `max_ev`), so a
+    /// single `epoll_wait` can report everything that is ready.
+    events: Vec<libc::epoll_event>,
+    watched: usize,
+}
+
+fn interest(events: Events) -> u32 {
+    let mut flags = 0;
+    if events.contains(Events::READ) {
+        flags |= libc::EPOLLIN;
+    }
+    if events.contains(Events::WRITE) {
+        flags |= libc::EPOLLOUT;
+    }
+    flags as u32
+}
+
+/// CPython's translation: anything but "writable" (input, error, hang-up)
+/// wakes a reader; anything but "readable" wakes a writer.
+fn readiness(flags: u32) -> Events {
+    let mut events = Events::empty();
+    if flags & !(libc::EPOLLOUT as u32) != 0 {
+        events |= Events::READ;
+    }
+    if flags & !(libc::EPOLLIN as u32) != 0 {
+        events |= Events::WRITE;
+    }
+    events
+}
+
+impl EpollBackend {
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: Events) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: interest(events), u64: fd as u32 as u64 };
+        // SAFETY: `epfd` is an open epoll descriptor owned by `self`, and
+        // `event` is a valid epoll_event that outlives the call (the kernel
+        // copies it; for EPOLL_CTL_DEL it is ignored but must be non-null on
+        // kernels before 2.6.9).
+        cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut event) })?;
+        Ok(())
+    }
+}
+
+impl Backend for EpollBackend {
+    fn open() -> io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative return is a
+        // new descriptor that nothing else owns, so OwnedFd may take it.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: see above: `fd` is open and owned by no one else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EpollBackend { epfd, events: Vec::with_capacity(1), watched: 0 })
+    }
+
+    fn name(&self) -> &'static str {
+        "epoll"
+    }
+
+    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events)?;
+        self.watched += 1;
+        if self.events.capacity() < self.watched {
+            self.events.reserve(self.watched);
+        }
+        Ok(())
+    }
+
+    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events)
+    }
+
+    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+        self.watched = self.watched.saturating_sub(1);
+        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty())
+    }
+
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        let max = self.events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+        self.events.clear();
+        // SAFETY: the buffer has room for `max` (>= 1) events and the kernel
+        // writes at most `max` of them; `epfd` is open.
+        let n = cvt(unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                max,
+                timeout_millis(timeout),
+            )
+        })?;
+        // SAFETY: epoll_wait initialised the first `n` (<= max <= capacity)
+        // entries.
+        unsafe { self.events.set_len(n as usize) };
+        for event in &self.events {
+            // Copy the fields out of the (on x86-64 packed) struct.
+            let (flags, data) = (event.events, event.u64);
+            ready.push(data as u32 as RawFd, readiness(flags));
+        }
+        Ok(())
+    }
+
+    fn fileno(&self) -> Option<RawFd> {
+        Some(self.epfd.as_raw_fd())
+    }
+}

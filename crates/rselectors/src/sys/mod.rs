@@ -1,0 +1,255 @@
+//! The operating-system side: one file per readiness mechanism.
+//!
+//! A backend only translates. It keeps the kernel's interest set in step
+//! with `add` / `modify` / `remove`, and `wait` makes exactly one system
+//! call and reports what came back as [`Events`]. Every rule of the API
+//! (validation, the key table, EINTR retries, masking) lives in
+//! [`crate::Selector`]; a kqueue, /dev/poll or io_uring backend is one more
+//! file implementing [`Backend`].
+
+use crate::Events;
+use std::io;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod epoll;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod eventfd;
+pub mod poll;
+pub mod select;
+
+/// A readiness mechanism of the operating system.
+pub trait Backend {
+    /// Opens the kernel object (if the mechanism has one).
+    fn open() -> io::Result<Self>
+    where
+        Self: Sized;
+
+    /// The mechanism's name: `"select"`, `"poll"`, `"epoll"`.
+    fn name(&self) -> &'static str;
+
+    /// The first descriptor the mechanism cannot watch, if there is one
+    /// (`FD_SETSIZE` for `select(2)`).
+    fn fd_limit(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Starts watching `fd` (not watched yet) for `events`.
+    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()>;
+
+    /// Changes the events of a watched `fd`.
+    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()>;
+
+    /// Stops watching `fd`. The selector forgets the key whatever this
+    /// returns: the descriptor may have been closed already.
+    fn remove(&mut self, fd: RawFd) -> io::Result<()>;
+
+    /// Waits up to `timeout` (`None`: forever) with one system call, and
+    /// pushes each ready descriptor once onto `ready`.
+    ///
+    /// Error and hang-up conditions are reported as CPython reports them:
+    /// a condition other than "writable" counts as `READ`, one other than
+    /// "readable" counts as `WRITE`; the selector then masks with the key.
+    /// `ready` has room for one entry per watched descriptor, so pushing
+    /// never allocates.
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// The kernel object's descriptor (epoll's), if there is one.
+    fn fileno(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// One ready descriptor, as stored between `select()` and `next_ready()`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ready {
+    pub(crate) fd: RawFd,
+    pub(crate) events: Events,
+    /// The serial of the registration the event was for.
+    pub(crate) serial: u64,
+}
+
+/// Where a backend's `wait` puts what it found; owned by the selector and
+/// reused, so steady-state waits allocate nothing.
+#[derive(Debug, Default)]
+pub struct ReadyList {
+    pub(crate) entries: Vec<Ready>,
+}
+
+impl ReadyList {
+    /// Reports `fd` ready for `events`.
+    #[inline]
+    pub fn push(&mut self, fd: RawFd, events: Events) {
+        self.entries.push(Ready { fd, events, serial: 0 });
+    }
+}
+
+/// `timeout` in whole milliseconds for `poll(2)` / `epoll_wait(2)`:
+/// `-1` for none, rounded up (a 1 µs wait must not become a busy 0 ms
+/// poll) and saturated (a huge wait must not wrap around to negative).
+pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(t) => {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+/// The backends this platform has, by the names Python and the command
+/// line use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// `select(2)`
+    Select,
+    /// `poll(2)`
+    Poll,
+    /// `epoll(7)`
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll,
+}
+
+impl BackendKind {
+    /// Every backend of this platform, best last.
+    pub const ALL: &'static [BackendKind] = &[
+        BackendKind::Select,
+        BackendKind::Poll,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        BackendKind::Epoll,
+    ];
+
+    /// The best backend of this platform (`DefaultSelector`'s).
+    pub const DEFAULT: BackendKind = {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            BackendKind::Epoll
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            BackendKind::Poll
+        }
+    };
+
+    /// The name: `"select"`, `"poll"` or `"epoll"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Select => "select",
+            BackendKind::Poll => "poll",
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            BackendKind::Epoll => "epoll",
+        }
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = UnknownBackend;
+
+    /// Parses `"select"`, `"poll"`, `"epoll"` or `"default"`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" => Ok(BackendKind::DEFAULT),
+            _ => BackendKind::ALL
+                .iter()
+                .copied()
+                .find(|k| k.name() == s)
+                .ok_or_else(|| UnknownBackend(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backend name that this platform does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl std::fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+        write!(f, "unknown selector {:?} (expected default, {})", self.0, names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
+
+/// A backend chosen at run time ([`BackendKind`]); one `match` per call.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// `select(2)`
+    Select(select::SelectBackend),
+    /// `poll(2)`
+    Poll(poll::PollBackend),
+    /// `epoll(7)`
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll(epoll::EpollBackend),
+}
+
+impl AnyBackend {
+    /// Opens the backend of that kind.
+    pub fn open_kind(kind: BackendKind) -> io::Result<Self> {
+        Ok(match kind {
+            BackendKind::Select => AnyBackend::Select(select::SelectBackend::open()?),
+            BackendKind::Poll => AnyBackend::Poll(poll::PollBackend::open()?),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            BackendKind::Epoll => AnyBackend::Epoll(epoll::EpollBackend::open()?),
+        })
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Select($b) => $e,
+            AnyBackend::Poll($b) => $e,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            AnyBackend::Epoll($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn open() -> io::Result<Self> {
+        AnyBackend::open_kind(BackendKind::DEFAULT)
+    }
+    fn name(&self) -> &'static str {
+        dispatch!(self, b => b.name())
+    }
+    fn fd_limit(&self) -> Option<RawFd> {
+        dispatch!(self, b => b.fd_limit())
+    }
+    #[inline]
+    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        dispatch!(self, b => b.add(fd, events))
+    }
+    #[inline]
+    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        dispatch!(self, b => b.modify(fd, events))
+    }
+    #[inline]
+    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+        dispatch!(self, b => b.remove(fd))
+    }
+    #[inline]
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        dispatch!(self, b => b.wait(ready, timeout))
+    }
+    fn fileno(&self) -> Option<RawFd> {
+        dispatch!(self, b => b.fileno())
+    }
+}
+
+/// Converts a `-1`-on-error libc return value into an `io::Result`.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}

@@ -1,0 +1,133 @@
+//! `select(2)`: two `fd_set`s, limited to descriptors below `FD_SETSIZE`.
+
+use super::{cvt, Backend, ReadyList};
+use crate::Events;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// The `select` backend of [`crate::SelectSelector`].
+pub struct SelectBackend {
+    readers: libc::fd_set,
+    writers: libc::fd_set,
+    /// Highest watched descriptor, or -1.
+    max_fd: RawFd,
+}
+
+impl std::fmt::Debug for SelectBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectBackend").field("max_fd", &self.max_fd).finish_non_exhaustive()
+    }
+}
+
+const LIMIT: RawFd = libc::FD_SETSIZE as RawFd;
+
+fn empty_set() -> libc::fd_set {
+    // SAFETY: fd_set is a plain bit array for which all-zero bytes is a
+    // valid (empty) value; FD_ZERO would write the same.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Every call below takes `fd` in `0..FD_SETSIZE`: the selector refuses other
+/// descriptors at `register` (see [`Backend::fd_limit`]), and the debug
+/// assertion keeps that promise visible.
+fn set(set: &mut libc::fd_set, fd: RawFd, on: bool) {
+    debug_assert!((0..LIMIT).contains(&fd));
+    // SAFETY: `set` is a valid fd_set and `fd` is in range (see above).
+    unsafe {
+        if on {
+            libc::FD_SET(fd, set)
+        } else {
+            libc::FD_CLR(fd, set)
+        }
+    }
+}
+
+fn is_set(set: &libc::fd_set, fd: RawFd) -> bool {
+    debug_assert!((0..LIMIT).contains(&fd));
+    // SAFETY: as in `set`.
+    unsafe { libc::FD_ISSET(fd, set) }
+}
+
+impl SelectBackend {
+    fn watch(&mut self, fd: RawFd, events: Events) {
+        set(&mut self.readers, fd, events.contains(Events::READ));
+        set(&mut self.writers, fd, events.contains(Events::WRITE));
+    }
+}
+
+impl Backend for SelectBackend {
+    fn open() -> io::Result<Self> {
+        Ok(SelectBackend { readers: empty_set(), writers: empty_set(), max_fd: -1 })
+    }
+
+    fn name(&self) -> &'static str {
+        "select"
+    }
+
+    fn fd_limit(&self) -> Option<RawFd> {
+        Some(LIMIT)
+    }
+
+    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        if !(0..LIMIT).contains(&fd) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        self.watch(fd, events);
+        self.max_fd = self.max_fd.max(fd);
+        Ok(())
+    }
+
+    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        if !(0..=self.max_fd).contains(&fd) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        self.watch(fd, events);
+        Ok(())
+    }
+
+    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
+        if !(0..=self.max_fd).contains(&fd) {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        self.watch(fd, Events::empty());
+        while self.max_fd >= 0
+            && !is_set(&self.readers, self.max_fd)
+            && !is_set(&self.writers, self.max_fd)
+        {
+            self.max_fd -= 1;
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        let (mut readable, mut writable) = (self.readers, self.writers);
+        // Round up to the microsecond; cap the seconds far below time_t's
+        // range so the kernel's arithmetic cannot overflow.
+        let mut tv = timeout.map(|t| {
+            let micros = t.as_nanos().div_ceil(1_000).min(i32::MAX as u128 * 1_000_000);
+            libc::timeval {
+                tv_sec: (micros / 1_000_000) as libc::time_t,
+                tv_usec: (micros % 1_000_000) as libc::suseconds_t,
+            }
+        });
+        let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |tv| tv as *mut _);
+        // SAFETY: both sets are valid local fd_sets holding only descriptors
+        // below FD_SETSIZE, `nfds` is at most FD_SETSIZE, and `tv_ptr` is
+        // null or points to a live timeval.
+        let n = cvt(unsafe {
+            libc::select(self.max_fd + 1, &mut readable, &mut writable, std::ptr::null_mut(), tv_ptr)
+        })?;
+        if n > 0 {
+            for fd in 0..=self.max_fd {
+                let mut events = Events::empty();
+                events.set(Events::READ, is_set(&readable, fd));
+                events.set(Events::WRITE, is_set(&writable, fd));
+                if !events.is_empty() {
+                    ready.push(fd, events);
+                }
+            }
+        }
+        Ok(())
+    }
+}
