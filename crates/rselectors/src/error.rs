@@ -140,7 +140,9 @@ impl<F, D> Rejected<F, D> {
 
 impl<F, D> fmt::Debug for Rejected<F, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rejected").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 

@@ -78,9 +78,9 @@ pub use key::{Fd, KeyMut, SelectorKey};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use selector::EpollSelector;
 pub use selector::{
-    AnySelector, DefaultSelector, PollSelector, SelectSelector, Selector,
+    AnySelector, DefaultSelector, DetachedWait, PollSelector, SelectSelector, Selector,
 };
-pub use sys::{AnyBackend, Backend, BackendKind, ReadyList, UnknownBackend};
+pub use sys::{AnyBackend, AnyWaiter, Backend, BackendKind, ReadyList, UnknownBackend, Waiter};
 pub use table::{Keys, Map};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use waker::Waker;

@@ -1,6 +1,6 @@
 //! The generic front: every rule of the selectors API, for any backend.
 
-use crate::sys::{AnyBackend, Backend, BackendKind, ReadyList};
+use crate::sys::{AnyBackend, Backend, BackendKind, ReadyList, Waiter};
 use crate::table::{KeyTable, Map, Slot};
 use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
 use std::fmt;
@@ -116,16 +116,27 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let checked = self.check_new(fd, events);
         let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events)?));
         if let Err(error) = added {
-            return Err(Rejected { error, fileobj, data });
+            return Err(Rejected {
+                error,
+                fileobj,
+                data,
+            });
         }
         // Room for one ready entry per key, so select() never allocates.
         let wanted = self.table.len() + 1;
         if self.ready.entries.capacity() < wanted {
-            self.ready.entries.reserve(wanted - self.ready.entries.len());
+            self.ready
+                .entries
+                .reserve(wanted - self.ready.entries.len());
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        let key = SelectorKey { fileobj, fd, events, data };
+        let key = SelectorKey {
+            fileobj,
+            fd,
+            events,
+            data,
+        };
         Ok(&self.table.insert(Slot { key, serial }).key)
     }
 
@@ -212,6 +223,12 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.clear();
         self.cursor = 0;
         backend.wait(&mut self.ready, timeout)?;
+        Ok(self.resolve_ready())
+    }
+
+    /// Keeps the ready entries of registered descriptors, masked with their
+    /// keys' events and stamped with the registration's serial.
+    fn resolve_ready(&mut self) -> usize {
         let table = &self.table;
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {
             Some(slot) => {
@@ -221,7 +238,43 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             }
             None => false,
         });
-        Ok(self.ready.entries.len())
+        self.ready.entries.len()
+    }
+
+    /// Takes a wait out of the selector, to run where the selector is not
+    /// borrowed: a binding releases its lock (Python: the GIL) while it
+    /// waits, so other threads can register, unregister or close
+    /// meanwhile, as they can with CPython's selectors. Give the result to
+    /// [`Selector::attach_wait`].
+    ///
+    /// Ordinary Rust code wants [`Selector::select`] (and a [`crate::Waker`]
+    /// to stop it from another thread).
+    pub fn detach_wait(&mut self) -> Result<DetachedWait<B::Waiter>> {
+        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        let mut ready = std::mem::take(&mut self.ready);
+        self.cursor = 0;
+        ready.entries.clear();
+        ready.entries.reserve(self.table.len());
+        Ok(DetachedWait {
+            waiter: backend.detach(),
+            ready,
+        })
+    }
+
+    /// Brings back a detached wait and makes its results those of the
+    /// last `select` (see [`Selector::next_ready`]); returns how many are
+    /// ready. Results for descriptors unregistered meanwhile are dropped.
+    pub fn attach_wait(&mut self, wait: DetachedWait<B::Waiter>) -> Result<usize> {
+        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        backend.reattach(wait.waiter);
+        self.ready = wait.ready;
+        self.cursor = 0;
+        if self.ready.entries.capacity() < self.table.len() {
+            self.ready
+                .entries
+                .reserve(self.table.len() - self.ready.entries.len());
+        }
+        Ok(self.resolve_ready())
     }
 
     /// The next ready descriptor of the last `select`, with the events it
@@ -248,11 +301,13 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// with their events: Python's `select()` list, read-only.
     pub fn ready_keys(&self) -> impl Iterator<Item = (&SelectorKey<F, D>, Events)> {
         let table = &self.table;
-        self.ready.entries[self.cursor..].iter().filter_map(move |r| {
-            let slot = table.get(r.fd).filter(|s| s.serial == r.serial)?;
-            let events = r.events & slot.key.events;
-            (!events.is_empty()).then_some((&slot.key, events))
-        })
+        self.ready.entries[self.cursor..]
+            .iter()
+            .filter_map(move |r| {
+                let slot = table.get(r.fd).filter(|s| s.serial == r.serial)?;
+                let events = r.events & slot.key.events;
+                (!events.is_empty()).then_some((&slot.key, events))
+            })
     }
 
     /// The key registered for `fd`.
@@ -260,7 +315,10 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if self.backend.is_none() {
             return Err(Error::Closed);
         }
-        self.table.get(fd).map(|s| &s.key).ok_or(Error::NotRegistered(fd))
+        self.table
+            .get(fd)
+            .map(|s| &s.key)
+            .ok_or(Error::NotRegistered(fd))
     }
 
     /// Mutable access to `fd`'s file object and data.
@@ -270,7 +328,12 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         }
         let slot = self.table.get_mut(fd).ok_or(Error::NotRegistered(fd))?;
         let key = &mut slot.key;
-        Ok(KeyMut { fileobj: &mut key.fileobj, fd: key.fd, events: key.events, data: &mut key.data })
+        Ok(KeyMut {
+            fileobj: &mut key.fileobj,
+            fd: key.fd,
+            events: key.events,
+            data: &mut key.data,
+        })
     }
 
     /// A read-only view of every registration (empty once closed).
@@ -290,7 +353,10 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 
     /// The backend's kernel object (epoll's descriptor), if it has one.
     pub fn fileno(&self) -> Result<Option<RawFd>> {
-        self.backend.as_ref().map(|b| b.fileno()).ok_or(Error::Closed)
+        self.backend
+            .as_ref()
+            .map(|b| b.fileno())
+            .ok_or(Error::Closed)
     }
 
     /// True once [`Selector::close`] was called.
@@ -315,5 +381,23 @@ impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
             .field("backend", &self.backend_name())
             .field("registered", &self.table.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A wait taken out of a selector by [`Selector::detach_wait`]; `Send`, and
+/// borrows nothing, so it can wait on another thread or without a lock.
+#[derive(Debug)]
+pub struct DetachedWait<W> {
+    waiter: W,
+    ready: ReadyList,
+}
+
+impl<W: Waiter> DetachedWait<W> {
+    /// One wait, one system call; `EINTR` is returned (see
+    /// [`Error::is_interrupted`]) for the caller to retry. Results replace
+    /// those of an earlier call on this `DetachedWait`.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.ready.entries.clear();
+        Ok(self.waiter.wait(&mut self.ready, timeout)?)
     }
 }

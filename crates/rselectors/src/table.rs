@@ -24,7 +24,10 @@ pub(crate) struct KeyTable<F, D> {
 
 impl<F, D> KeyTable<F, D> {
     pub(crate) fn new() -> Self {
-        KeyTable { slots: Vec::new(), index: Vec::new() }
+        KeyTable {
+            slots: Vec::new(),
+            index: Vec::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -74,7 +77,9 @@ impl<F, D> KeyTable<F, D> {
     }
 
     pub(crate) fn keys(&self) -> Keys<'_, F, D> {
-        Keys { inner: self.slots.iter() }
+        Keys {
+            inner: self.slots.iter(),
+        }
     }
 }
 

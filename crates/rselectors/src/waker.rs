@@ -32,7 +32,9 @@ pub struct Waker {
 impl Waker {
     /// Creates a waker (an eventfd).
     pub fn new() -> io::Result<Waker> {
-        Ok(Waker { fd: Arc::new(eventfd::open()?) })
+        Ok(Waker {
+            fd: Arc::new(eventfd::open()?),
+        })
     }
 
     /// Makes the waker readable, waking any `select()` it is registered in.

@@ -1,19 +1,29 @@
 //! `epoll(7)`: level-triggered, the descriptor stored in the event's data.
 
-use super::{cvt, timeout_millis, Backend, ReadyList};
+use super::{cvt, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The `epoll` backend of [`crate::EpollSelector`].
 #[derive(Debug)]
 pub struct EpollBackend {
-    epfd: OwnedFd,
+    /// Shared with detached waiters, so closing the selector while one
+    /// waits cannot close (and let the number be reused) under it.
+    epfd: Arc<OwnedFd>,
     /// Room for one event per watched descriptor (CPython's `max_ev`), so a
     /// single `epoll_wait` can report everything that is ready.
     events: Vec<libc::epoll_event>,
     watched: usize,
+}
+
+/// A detached `epoll_wait` ([`Backend::detach`]).
+#[derive(Debug)]
+pub struct EpollWaiter {
+    epfd: Arc<OwnedFd>,
+    events: Vec<libc::epoll_event>,
 }
 
 fn interest(events: Events) -> u32 {
@@ -40,9 +50,45 @@ fn readiness(flags: u32) -> Events {
     events
 }
 
+/// One `epoll_wait` into `events`' spare capacity, results onto `ready`.
+fn wait_into(
+    epfd: &OwnedFd,
+    events: &mut Vec<libc::epoll_event>,
+    ready: &mut ReadyList,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    if events.capacity() == 0 {
+        events.reserve(1);
+    }
+    let max = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+    events.clear();
+    // SAFETY: the buffer has room for `max` (>= 1) events and the kernel
+    // writes at most `max` of them; `epfd` is open (we hold it).
+    let n = cvt(unsafe {
+        libc::epoll_wait(
+            epfd.as_raw_fd(),
+            events.as_mut_ptr(),
+            max,
+            timeout_millis(timeout),
+        )
+    })?;
+    // SAFETY: epoll_wait initialised the first `n` (<= max <= capacity)
+    // entries.
+    unsafe { events.set_len(n as usize) };
+    for event in events.iter() {
+        // Copy the fields out of the (on x86-64 packed) struct.
+        let (flags, data) = (event.events, event.u64);
+        ready.push(data as u32 as RawFd, readiness(flags));
+    }
+    Ok(())
+}
+
 impl EpollBackend {
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: Events) -> io::Result<()> {
-        let mut event = libc::epoll_event { events: interest(events), u64: fd as u32 as u64 };
+        let mut event = libc::epoll_event {
+            events: interest(events),
+            u64: fd as u32 as u64,
+        };
         // SAFETY: `epfd` is an open epoll descriptor owned by `self`, and
         // `event` is a valid epoll_event that outlives the call (the kernel
         // copies it; for EPOLL_CTL_DEL it is ignored but must be non-null on
@@ -53,13 +99,19 @@ impl EpollBackend {
 }
 
 impl Backend for EpollBackend {
+    type Waiter = EpollWaiter;
+
     fn open() -> io::Result<Self> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative return is a
         // new descriptor that nothing else owns, so OwnedFd may take it.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: see above: `fd` is open and owned by no one else.
-        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(EpollBackend { epfd, events: Vec::with_capacity(1), watched: 0 })
+        let epfd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(EpollBackend {
+            epfd,
+            events: Vec::with_capacity(1),
+            watched: 0,
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -84,31 +136,32 @@ impl Backend for EpollBackend {
         self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty())
     }
 
+    #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        let max = self.events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
-        self.events.clear();
-        // SAFETY: the buffer has room for `max` (>= 1) events and the kernel
-        // writes at most `max` of them; `epfd` is open.
-        let n = cvt(unsafe {
-            libc::epoll_wait(
-                self.epfd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                max,
-                timeout_millis(timeout),
-            )
-        })?;
-        // SAFETY: epoll_wait initialised the first `n` (<= max <= capacity)
-        // entries.
-        unsafe { self.events.set_len(n as usize) };
-        for event in &self.events {
-            // Copy the fields out of the (on x86-64 packed) struct.
-            let (flags, data) = (event.events, event.u64);
-            ready.push(data as u32 as RawFd, readiness(flags));
-        }
-        Ok(())
+        wait_into(&self.epfd, &mut self.events, ready, timeout)
     }
 
     fn fileno(&self) -> Option<RawFd> {
         Some(self.epfd.as_raw_fd())
+    }
+
+    fn detach(&mut self) -> EpollWaiter {
+        EpollWaiter {
+            epfd: Arc::clone(&self.epfd),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    fn reattach(&mut self, waiter: EpollWaiter) {
+        self.events = waiter.events;
+        if self.events.capacity() < self.watched {
+            self.events.reserve(self.watched);
+        }
+    }
+}
+
+impl Waiter for EpollWaiter {
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        wait_into(&self.epfd, &mut self.events, ready, timeout)
     }
 }

@@ -35,7 +35,11 @@ pub(crate) fn drain(fd: &OwnedFd) -> io::Result<bool> {
     let n = unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(false)
+        } else {
+            Err(e)
+        };
     }
     Ok(true)
 }

@@ -60,6 +60,23 @@ pub trait Backend {
     fn fileno(&self) -> Option<RawFd> {
         None
     }
+
+    /// What [`Backend::detach`] hands out.
+    type Waiter: Waiter;
+
+    /// Takes out what a wait needs (the kernel object, or a snapshot of the
+    /// interest set) so that it can wait while the selector is used from
+    /// elsewhere: see [`crate::Selector::detach_wait`].
+    fn detach(&mut self) -> Self::Waiter;
+
+    /// Gives back the buffers of a detached waiter, for reuse.
+    fn reattach(&mut self, waiter: Self::Waiter);
+}
+
+/// A wait that runs without its selector ([`Backend::detach`]).
+pub trait Waiter: Send {
+    /// Like [`Backend::wait`].
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 /// One ready descriptor, as stored between `select()` and `next_ready()`.
@@ -82,7 +99,11 @@ impl ReadyList {
     /// Reports `fd` ready for `events`.
     #[inline]
     pub fn push(&mut self, fd: RawFd, events: Events) {
-        self.entries.push(Ready { fd, events, serial: 0 });
+        self.entries.push(Ready {
+            fd,
+            events,
+            serial: 0,
+        });
     }
 }
 
@@ -173,7 +194,12 @@ pub struct UnknownBackend(pub String);
 impl std::fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = BackendKind::ALL.iter().map(|k| k.name()).collect();
-        write!(f, "unknown selector {:?} (expected default, {})", self.0, names.join(", "))
+        write!(
+            f,
+            "unknown selector {:?} (expected default, {})",
+            self.0,
+            names.join(", ")
+        )
     }
 }
 
@@ -214,7 +240,32 @@ macro_rules! dispatch {
     };
 }
 
+/// The [`Waiter`] of an [`AnyBackend`].
+#[derive(Debug)]
+pub enum AnyWaiter {
+    /// `select(2)`
+    Select(select::SelectWaiter),
+    /// `poll(2)`
+    Poll(poll::PollWaiter),
+    /// `epoll(7)`
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Epoll(epoll::EpollWaiter),
+}
+
+impl Waiter for AnyWaiter {
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            AnyWaiter::Select(w) => w.wait(ready, timeout),
+            AnyWaiter::Poll(w) => w.wait(ready, timeout),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            AnyWaiter::Epoll(w) => w.wait(ready, timeout),
+        }
+    }
+}
+
 impl Backend for AnyBackend {
+    type Waiter = AnyWaiter;
+
     fn open() -> io::Result<Self> {
         AnyBackend::open_kind(BackendKind::DEFAULT)
     }
@@ -242,6 +293,25 @@ impl Backend for AnyBackend {
     }
     fn fileno(&self) -> Option<RawFd> {
         dispatch!(self, b => b.fileno())
+    }
+    fn detach(&mut self) -> AnyWaiter {
+        match self {
+            AnyBackend::Select(b) => AnyWaiter::Select(b.detach()),
+            AnyBackend::Poll(b) => AnyWaiter::Poll(b.detach()),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            AnyBackend::Epoll(b) => AnyWaiter::Epoll(b.detach()),
+        }
+    }
+    fn reattach(&mut self, waiter: AnyWaiter) {
+        // A waiter of another kind cannot come back here; its buffers are dropped.
+        match (self, waiter) {
+            (AnyBackend::Select(b), AnyWaiter::Select(w)) => b.reattach(w),
+            (AnyBackend::Poll(b), AnyWaiter::Poll(w)) => b.reattach(w),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            (AnyBackend::Epoll(b), AnyWaiter::Epoll(w)) => b.reattach(w),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
     }
 }
 

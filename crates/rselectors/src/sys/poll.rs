@@ -1,6 +1,6 @@
 //! `poll(2)`: one `pollfd` per descriptor, kept between calls.
 
-use super::{cvt, timeout_millis, Backend, ReadyList};
+use super::{cvt, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -12,6 +12,39 @@ pub struct PollBackend {
     pollfds: Vec<libc::pollfd>,
     /// `position[fd]` is the index of fd's entry in `pollfds`.
     position: Vec<u32>,
+    /// A buffer for the next detached waiter's snapshot.
+    spare: Vec<libc::pollfd>,
+}
+
+/// A detached `poll`, over a snapshot of the interest set ([`Backend::detach`]).
+#[derive(Debug)]
+pub struct PollWaiter {
+    pollfds: Vec<libc::pollfd>,
+}
+
+/// One `poll` over `pollfds`, results onto `ready`.
+fn wait_into(
+    pollfds: &mut [libc::pollfd],
+    ready: &mut ReadyList,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    // SAFETY: the pointer and length describe a live slice of initialised
+    // pollfd structs that poll(2) may write `revents` into.
+    let n = cvt(unsafe {
+        libc::poll(
+            pollfds.as_mut_ptr(),
+            pollfds.len() as libc::nfds_t,
+            timeout_millis(timeout),
+        )
+    })?;
+    if n > 0 {
+        for p in pollfds.iter() {
+            if p.revents != 0 {
+                ready.push(p.fd, readiness(p.revents));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn interest(events: Events) -> libc::c_short {
@@ -48,6 +81,8 @@ impl PollBackend {
 }
 
 impl Backend for PollBackend {
+    type Waiter = PollWaiter;
+
     fn open() -> io::Result<Self> {
         Ok(PollBackend::default())
     }
@@ -62,7 +97,11 @@ impl Backend for PollBackend {
             self.position.resize(i + 1, u32::MAX);
         }
         self.position[i] = self.pollfds.len() as u32;
-        self.pollfds.push(libc::pollfd { fd, events: interest(events), revents: 0 });
+        self.pollfds.push(libc::pollfd {
+            fd,
+            events: interest(events),
+            revents: 0,
+        });
         Ok(())
     }
 
@@ -82,24 +121,25 @@ impl Backend for PollBackend {
         Ok(())
     }
 
+    #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        // SAFETY: the pointer and length describe `self.pollfds`, a live
-        // array of initialised pollfd structs that poll(2) may write
-        // `revents` into.
-        let n = cvt(unsafe {
-            libc::poll(
-                self.pollfds.as_mut_ptr(),
-                self.pollfds.len() as libc::nfds_t,
-                timeout_millis(timeout),
-            )
-        })?;
-        if n > 0 {
-            for p in &self.pollfds {
-                if p.revents != 0 {
-                    ready.push(p.fd, readiness(p.revents));
-                }
-            }
-        }
-        Ok(())
+        wait_into(&mut self.pollfds, ready, timeout)
+    }
+
+    fn detach(&mut self) -> PollWaiter {
+        let mut pollfds = std::mem::take(&mut self.spare);
+        pollfds.clear();
+        pollfds.extend_from_slice(&self.pollfds);
+        PollWaiter { pollfds }
+    }
+
+    fn reattach(&mut self, waiter: PollWaiter) {
+        self.spare = waiter.pollfds;
+    }
+}
+
+impl Waiter for PollWaiter {
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        wait_into(&mut self.pollfds, ready, timeout)
     }
 }

@@ -1,6 +1,6 @@
 //! `select(2)`: two `fd_set`s, limited to descriptors below `FD_SETSIZE`.
 
-use super::{cvt, Backend, ReadyList};
+use super::{cvt, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -16,7 +16,9 @@ pub struct SelectBackend {
 
 impl std::fmt::Debug for SelectBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelectBackend").field("max_fd", &self.max_fd).finish_non_exhaustive()
+        f.debug_struct("SelectBackend")
+            .field("max_fd", &self.max_fd)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,8 +59,14 @@ impl SelectBackend {
 }
 
 impl Backend for SelectBackend {
+    type Waiter = SelectWaiter;
+
     fn open() -> io::Result<Self> {
-        Ok(SelectBackend { readers: empty_set(), writers: empty_set(), max_fd: -1 })
+        Ok(SelectBackend {
+            readers: empty_set(),
+            writers: empty_set(),
+            max_fd: -1,
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -100,12 +108,49 @@ impl Backend for SelectBackend {
         Ok(())
     }
 
+    #[inline]
+    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+        self.detach().wait(ready, timeout)
+    }
+
+    fn detach(&mut self) -> SelectWaiter {
+        SelectWaiter {
+            readers: self.readers,
+            writers: self.writers,
+            max_fd: self.max_fd,
+        }
+    }
+
+    fn reattach(&mut self, _waiter: SelectWaiter) {}
+}
+
+/// A detached `select`: a copy of the two sets ([`Backend::detach`]).
+/// The sets are copied for every wait anyway (select(2) overwrites them).
+#[derive(Clone, Copy)]
+pub struct SelectWaiter {
+    readers: libc::fd_set,
+    writers: libc::fd_set,
+    max_fd: RawFd,
+}
+
+impl std::fmt::Debug for SelectWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectWaiter")
+            .field("max_fd", &self.max_fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waiter for SelectWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         let (mut readable, mut writable) = (self.readers, self.writers);
         // Round up to the microsecond; cap the seconds far below time_t's
         // range so the kernel's arithmetic cannot overflow.
         let mut tv = timeout.map(|t| {
-            let micros = t.as_nanos().div_ceil(1_000).min(i32::MAX as u128 * 1_000_000);
+            let micros = t
+                .as_nanos()
+                .div_ceil(1_000)
+                .min(i32::MAX as u128 * 1_000_000);
             libc::timeval {
                 tv_sec: (micros / 1_000_000) as libc::time_t,
                 tv_usec: (micros % 1_000_000) as libc::suseconds_t,
@@ -116,7 +161,13 @@ impl Backend for SelectBackend {
         // below FD_SETSIZE, `nfds` is at most FD_SETSIZE, and `tv_ptr` is
         // null or points to a live timeval.
         let n = cvt(unsafe {
-            libc::select(self.max_fd + 1, &mut readable, &mut writable, std::ptr::null_mut(), tv_ptr)
+            libc::select(
+                self.max_fd + 1,
+                &mut readable,
+                &mut writable,
+                std::ptr::null_mut(),
+                tv_ptr,
+            )
         })?;
         if n > 0 {
             for fd in 0..=self.max_fd {
