@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""Echo-server benchmark driver: what does each server spend per message?
+
+For every workload, every server (raw epoll, mio, tokio, polling, rselectors) is started
+pinned to core 1, `perf stat -e raw_syscalls:sys_enter -p PID` counts its system calls,
+the load generator runs pinned to core 0 for a bounded time, then the server is stopped
+with SIGTERM and its rusage is read with wait4. Servers are interleaved within each
+workload (rotated every repeat), every cell is the median over the repeats, and ratios
+are to raw-epoll. A last phase holds N idle connections open to measure memory per
+connection. Results go to stdout and to bench/RESULTS.md.
+
+Python 3.11 standard library only. See bench/README.md for how to read the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT_DIR = BENCH_DIR.parent
+PEER_BIN = BENCH_DIR / "target" / "release"
+BASELINE = "raw-epoll"
+LISTEN_RE = re.compile(rb"listening on (\S+)")
+PERF_EVENT = "raw_syscalls:sys_enter"
+
+# (column name, command); every server takes --addr and prints "listening on ADDR".
+PEER_SERVERS = [
+    ("raw-epoll", [str(PEER_BIN / "raw_epoll")]),
+    ("mio", [str(PEER_BIN / "mio_echo")]),
+    ("tokio", [str(PEER_BIN / "tokio_echo")]),
+    ("polling", [str(PEER_BIN / "polling_echo")]),
+]
+DEFAULT_RSELECTORS = f"{ROOT_DIR / 'target' / 'release' / 'rselectors'} echo-server"
+
+# (row name, conns, size, mode, pipeline)
+WORKLOADS = [
+    ("1 x 64 B ping-pong", 1, 64, "pingpong", 1),
+    ("100 x 64 B ping-pong", 100, 64, "pingpong", 1),
+    ("1,000 x 64 B ping-pong", 1000, 64, "pingpong", 1),
+    ("50 x 16 KiB ping-pong", 50, 16384, "pingpong", 1),
+    ("100 x 64 B stream, pipeline 16", 100, 64, "stream", 16),
+    ("churn, 10 x 64 B (msg = connection)", 10, 64, "churn", 1),
+]
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def pin(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None else []
+
+
+def vm_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def perf_works() -> bool:
+    if shutil.which("perf") is None:
+        return False
+    probe = subprocess.run(
+        ["perf", "stat", "-e", PERF_EVENT, "-x,", "--", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    return probe.returncode == 0 and PERF_EVENT in probe.stderr and "<not" not in probe.stderr
+
+
+class Server:
+    """A running server process, pinned, with its listening address."""
+
+    def __init__(self, cmd: list[str], core: int | None):
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            pin(core) + cmd + ["--addr", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid  # taskset execs the server: same pid
+        self.addr = self._read_addr(timeout=10.0)
+
+    def _read_addr(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = b""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                match = LISTEN_RE.search(seen)
+                if match and b"\n" in seen[match.end():] + b"\n":
+                    return match.group(1).decode()
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        self.stderr.seek(0)
+        raise RuntimeError(f"server did not print 'listening on ADDR': {seen!r} "
+                           f"{self.stderr.read()[-500:]!r}")
+
+    def stop(self) -> resource.struct_rusage | None:
+        """SIGTERM, then wait4 for its rusage (SIGKILL after 5 s)."""
+        if self.proc.returncode is not None:
+            return None
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 5.0
+        while True:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                if self.proc.stdout:
+                    self.proc.stdout.close()
+                return usage
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5.0
+            time.sleep(0.01)
+
+
+def parse_summary(text: str) -> dict[str, str]:
+    for line in reversed(text.splitlines()):
+        if "msgs=" in line:
+            return dict(f.split("=", 1) for f in line.split() if "=" in f)
+    return {}
+
+
+def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
+    """One server, one workload, one repeat."""
+    _, conns, size, mode, pipeline = workload
+    server = Server(server_cmd, args.server_core)
+    result: dict = {"errors": 0}
+    perf = perf_out = sampler = None
+    sample_dir = tempfile.TemporaryDirectory()
+    sample_file = os.path.join(sample_dir.name, "perf.data")
+    try:
+        if use_perf:
+            perf_out = tempfile.NamedTemporaryFile(mode="r", suffix=".perf")
+            perf = subprocess.Popen(
+                pin(args.load_core) + ["perf", "stat", "-e", PERF_EVENT, "-x,",
+                                       "-o", perf_out.name, "-p", str(server.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if args.user_sampling > 0:
+                sampler = subprocess.Popen(
+                    pin(args.load_core) + ["perf", "record", "-q", "-e", "cpu-clock",
+                                           "-F", str(args.user_sampling), "-o", sample_file,
+                                           "-p", str(server.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            time.sleep(0.3)  # let perf attach before any load
+        load_cmd = pin(args.load_core) + shlex.split(args.load) + [
+            "--addr", server.addr, "--conns", str(conns), "--size", str(size),
+            "--duration", str(args.duration), "--mode", mode, "--pipeline", str(pipeline),
+        ]
+        result["load_cmd"] = shlex.join(load_cmd)
+        with tempfile.TemporaryFile() as load_out:
+            load = subprocess.Popen(load_cmd, stdout=load_out, stderr=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL)
+            peak_rss = vm_rss_kib(server.pid) or 0
+            deadline = time.monotonic() + args.duration + 60
+            while load.poll() is None:
+                if time.monotonic() > deadline:
+                    load.kill()
+                    load.wait()
+                    result["errors"] += 1
+                    break
+                peak_rss = max(peak_rss, vm_rss_kib(server.pid) or 0)
+                time.sleep(0.1)
+            load_out.seek(0)
+            summary = parse_summary(load_out.read().decode(errors="replace"))
+        result["summary"] = summary
+        result["rss_kib"] = peak_rss
+        result["msgs"] = int(summary.get("msgs", 0))
+        result["msgs_per_s"] = float(summary.get("msgs_per_s", 0))
+        result["p99_us"] = float(summary.get("p99_us", 0))
+        result["errors"] += int(summary.get("errors", 1)) + (load.returncode != 0)
+    finally:
+        for tool in (perf, sampler):
+            if tool is not None:
+                tool.send_signal(signal.SIGINT)
+                try:
+                    tool.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    tool.kill()
+                    tool.wait()
+        usage = server.stop()
+    if sampler is not None:
+        result["user_frac"] = user_fraction(sample_file)
+    sample_dir.cleanup()
+    if perf_out is not None:
+        for line in perf_out.read().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] == PERF_EVENT and fields[0].isdigit():
+                result["syscalls"] = int(fields[0])
+        perf_out.close()
+    if usage is not None:
+        result["utime_s"] = usage.ru_utime
+        result["stime_s"] = usage.ru_stime
+    msgs = result["msgs"]
+    if msgs > 0:
+        if "syscalls" in result:
+            result["syscalls_per_msg"] = result["syscalls"] / msgs
+        if usage is not None:
+            result["cpu_ns_per_msg"] = (usage.ru_utime + usage.ru_stime) * 1e9 / msgs
+            # Exact total CPU x sampled user share beats the tick-sampled ru_utime.
+            if result.get("user_frac") is not None:
+                result["user_ns_per_msg"] = result["cpu_ns_per_msg"] * result["user_frac"]
+            else:
+                result["user_ns_per_msg"] = usage.ru_utime * 1e9 / msgs
+    return result
+
+
+def user_fraction(perf_data: str) -> float | None:
+    """Share of cpu-clock samples taken in user space (kernel addresses start 0xffff)."""
+    try:
+        script = subprocess.run(["perf", "script", "-i", perf_data, "-F", "ip"],
+                                capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    user = kernel = 0
+    for line in script.stdout.split():
+        if len(line) == 16 and line.startswith("ffff"):
+            kernel += 1
+        else:
+            user += 1
+    return user / (user + kernel) if user + kernel >= 100 else None
+
+
+def run_idle(server_cmd, args) -> dict:
+    """Holds args.idle_conns connections, each echoed once, and reads the server's RSS."""
+    server = Server(server_cmd, args.server_core)
+    host, port = server.addr.rsplit(":", 1)
+    socks: list[socket.socket] = []
+    result: dict = {}
+    try:
+        time.sleep(0.1)
+        base = vm_rss_kib(server.pid) or 0
+        payload = b"x" * 64
+        for _ in range(args.idle_conns):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(payload)
+            socks.append(sock)
+        for sock in socks:  # every connection has been accepted and served once
+            got = b""
+            while len(got) < len(payload):
+                chunk = sock.recv(len(payload) - len(got))
+                if not chunk:
+                    raise RuntimeError("idle connection closed")
+                got += chunk
+        time.sleep(0.2)
+        held = vm_rss_kib(server.pid) or 0
+        result = {"base_kib": base, "held_kib": held,
+                  "kib_per_conn": (held - base) / args.idle_conns}
+    except (OSError, RuntimeError) as err:
+        result = {"error": str(err)}
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
+    return result
+
+
+def med(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_cell(value: float | None, base: float | None, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:,.{digits}f}"
+    if base:
+        text += f" ({value / base:.2f}x)"
+    return text
+
+
+def table(title: str, rows: list[str], servers: list[str], cell) -> str:
+    lines = [f"### {title}", "", "| workload | " + " | ".join(servers) + " |",
+             "|---|" + "---:|" * len(servers)]
+    for row in rows:
+        lines.append(f"| {row} | " + " | ".join(cell(row, s) for s in servers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_facts() -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kib / 1048576:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    facts = [f"nproc: {os.cpu_count()}", f"kernel: {platform.release()}", f"CPU: {cpu}",
+             f"memory: {mem}",
+             "load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+             f"python: {platform.python_version()}"]
+    try:
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True,
+                               check=False, timeout=30).stdout.strip()
+        facts.append(f"rustc: {rustc}")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return facts
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per (workload, server)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 2 s each")
+    parser.add_argument("--load", default=str(PEER_BIN / "loadgen"),
+                        help="load generator command; flags --addr --conns --size "
+                             "--duration --mode --pipeline are appended "
+                             "(e.g. 'target/release/rselectors load')")
+    parser.add_argument("--rselectors", default=DEFAULT_RSELECTORS,
+                        help="rselectors echo-server command (--addr is appended)")
+    parser.add_argument("--servers", default="", help="comma-separated subset of columns")
+    parser.add_argument("--workloads", default="",
+                        help="comma-separated 1-based row numbers to run (default all)")
+    parser.add_argument("--idle-conns", type=int, default=10000,
+                        help="idle connections for the memory phase (0 skips it)")
+    parser.add_argument("--user-sampling", type=int, default=4999, metavar="HZ",
+                        help="split CPU into user/system by `perf record -e cpu-clock -F HZ` "
+                             "samples instead of the tick-based rusage split (0: rusage)")
+    parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"))
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.duration = 1, 2.0
+    if args.repeats < 1 or not 0 < args.duration <= 600:
+        parser.error("--repeats >= 1 and 0 < --duration <= 600")
+    pinning = not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+    args.server_core, args.load_core = (1, 0) if pinning else (None, None)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    notes: list[str] = []
+    # 1,000-connection and idle runs need descriptors; servers inherit this limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, args.idle_conns + 1024)) if hard != resource.RLIM_INFINITY \
+        else max(soft, args.idle_conns + 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    servers = list(PEER_SERVERS)
+    rsel_cmd = shlex.split(args.rselectors)
+    if rsel_cmd and Path(rsel_cmd[0]).is_file():
+        servers.append(("rselectors", rsel_cmd))
+    else:
+        notes.append(f"rselectors skipped: `{rsel_cmd[0] if rsel_cmd else ''}` not found "
+                     "(build it with `cargo build --release` at the repository root).")
+    if args.servers:
+        wanted = set(args.servers.split(","))
+        servers = [s for s in servers if s[0] in wanted]
+    missing = [cmd[0] for _, cmd in servers if not Path(cmd[0]).is_file()]
+    load_bin = shlex.split(args.load)[0] if args.load else ""
+    if not Path(load_bin).is_file():
+        missing.append(load_bin)
+    if missing:
+        log(f"missing binaries: {missing}\nbuild them with: (cd {BENCH_DIR} && cargo build --release)")
+        return 2
+    workloads = WORKLOADS
+    if args.workloads:
+        picks = [int(x) for x in args.workloads.split(",")]
+        workloads = [WORKLOADS[i - 1] for i in picks if 1 <= i <= len(WORKLOADS)]
+    use_perf = perf_works()
+    if not use_perf:
+        notes.append("syscalls: n/a, `perf stat -e raw_syscalls:sys_enter` does not work here "
+                     "(Debian: `apt-get install -y linux-perf`; needs root or "
+                     "kernel.perf_event_paranoid <= 1 and tracefs).")
+    if args.server_core is None:
+        notes.append("not pinned (taskset missing, --no-pin, or fewer than 2 cores).")
+
+    names = [name for name, _ in servers]
+    per_run = args.duration + 1.5
+    total = len(workloads) * len(servers) * args.repeats * per_run
+    log(f"{len(workloads)} workloads x {len(servers)} servers x {args.repeats} repeats, "
+        f"about {total / 60:.1f} min (+ idle phase)")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    facts = machine_facts()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for workload in workloads:
+        for rep in range(args.repeats):
+            order = servers[rep % len(servers):] + servers[:rep % len(servers)]
+            for name, cmd in order:
+                try:
+                    result = run_one(cmd, workload, args, use_perf)
+                except (RuntimeError, OSError) as err:
+                    result = {"errors": 1, "failure": str(err), "msgs": 0}
+                runs.setdefault((workload[0], name), []).append(result)
+                log(f"[{workload[0]}] rep {rep + 1} {name}: "
+                    f"{result.get('summary') or result.get('failure')} "
+                    f"syscalls={result.get('syscalls')} utime={result.get('utime_s')} "
+                    f"stime={result.get('stime_s')}")
+    idle: dict[str, list[dict]] = {}
+    if args.idle_conns > 0:
+        for rep in range(args.repeats):
+            for name, cmd in servers:
+                try:
+                    result = run_idle(cmd, args)
+                except (RuntimeError, OSError) as err:
+                    result = {"error": str(err)}
+                idle.setdefault(name, []).append(result)
+                log(f"[idle {args.idle_conns}] rep {rep + 1} {name}: {result}")
+
+    rows = [w[0] for w in workloads]
+
+    def metric_cell(key: str, digits: int):
+        def cell(row: str, server: str) -> str:
+            base = med(runs.get((row, BASELINE), []), key)
+            return fmt_cell(med(runs.get((row, server), []), key), base, digits)
+        return cell
+
+    out = []
+    out.append(table("System calls per message (lower is better)", rows, names,
+                     metric_cell("syscalls_per_msg", 2)))
+    user_how = (f"total CPU x user share of {args.user_sampling} Hz cpu-clock samples"
+                if args.user_sampling > 0 and use_perf else "rusage ru_utime")
+    out.append(table(f"Server user-space CPU per message, ns ({user_how}; lower is better)",
+                     rows, names, metric_cell("user_ns_per_msg", 0)))
+    out.append(table("Server total CPU (user + system) per message, ns (lower is better)",
+                     rows, names, metric_cell("cpu_ns_per_msg", 0)))
+    out.append(table("Messages per second (load-bound here: report, do not rank)", rows,
+                     names, metric_cell("msgs_per_s", 0)))
+    out.append(table("Peak server RSS during the run, KiB", rows, names,
+                     metric_cell("rss_kib", 0)))
+    if idle:
+        base = med(idle.get(BASELINE, []), "kib_per_conn")
+        cells = [fmt_cell(med(idle.get(n, []), "kib_per_conn"), base, 2) for n in names]
+        held = [fmt_cell(med(idle.get(n, []), "held_kib"), None, 0) for n in names]
+        out.append(f"### Memory with {args.idle_conns:,} idle connections (each echoed once)\n\n"
+                   "| | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
+                   "| RSS growth per connection, KiB | " + " | ".join(cells) + " |\n"
+                   "| RSS held, KiB | " + " | ".join(held) + " |\n")
+    errors = {n: sum(r.get("errors", 0) for (row, s), rs in runs.items() if s == n for r in rs)
+              for n in names}
+    failures = [f"{row} / {s}: {r['failure']}" for (row, s), rs in runs.items()
+                for r in rs if "failure" in r]
+    failures += [f"idle / {n}: {r['error']}" for n, rs in idle.items() for r in rs
+                 if "error" in r]
+    if any(errors.values()):
+        notes.append(f"load-generator errors per server (should all be 0): {errors}")
+    notes += failures
+    tables = "\n".join(out)
+    print(tables)
+    for note in notes:
+        print(f"- {note}")
+
+    command = shlex.join(["python3", *sys.argv])
+    kind = "QUICK SMOKE RUN (1 repeat, not for ranking)" if args.quick else \
+        f"{args.repeats} repeats, medians"
+    example = next((r["load_cmd"] for rs in runs.values() for r in rs if "load_cmd" in r), "")
+    doc = [
+        "# Echo server benchmark results", "",
+        f"{kind}; {args.duration:g} s of load per run; generated {started:%Y-%m-%d %H:%M UTC} "
+        "by `bench/run.py`. How to read: [README.md](README.md).", "",
+        "Each cell: median over the repeats, then the ratio to raw-epoll. Servers pinned to "
+        f"core {args.server_core}, load generator to core {args.load_core}.", "",
+        "## Command", "", "```", command, "```", "",
+        f"Load generator: `{args.load}`; e.g. `{example}`", "",
+        "## Machine", "", *[f"- {fact}" for fact in facts], "",
+        "## Results", "", tables,
+    ]
+    if notes:
+        doc += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    doc += ["<details><summary>Every run</summary>", "",
+            "| workload | server | msgs | msgs/s | syscalls | ru_utime s | ru_stime s "
+            "| sampled user share | peak RSS KiB | p99 us | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def num(value, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    for (row, name), rs in runs.items():
+        for r in rs:
+            doc.append(f"| {row} | {name} | {r.get('msgs')} | {num(r.get('msgs_per_s'), 0)} | "
+                       f"{r.get('syscalls', 'n/a')} | {num(r.get('utime_s'), 6)} | "
+                       f"{num(r.get('stime_s'), 6)} | {num(r.get('user_frac'), 4)} | "
+                       f"{r.get('rss_kib', 'n/a')} | {r.get('p99_us', 'n/a')} | "
+                       f"{r.get('errors')} |")
+    doc += ["", "</details>", ""]
+    Path(args.out).write_text("\n".join(doc))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
