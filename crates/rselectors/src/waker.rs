@@ -42,6 +42,11 @@ impl Waker {
         eventfd::signal(&self.fd)
     }
 
+    /// True if both handles wake the same selector.
+    pub fn same_as(&self, other: &Waker) -> bool {
+        std::sync::Arc::ptr_eq(&self.fd, &other.fd)
+    }
+
     /// Clears pending wake-ups; returns whether there was one.
     pub fn reset(&self) -> io::Result<bool> {
         eventfd::drain(&self.fd)

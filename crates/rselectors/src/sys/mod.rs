@@ -19,6 +19,8 @@ pub mod epoll;
 pub(crate) mod eventfd;
 pub mod poll;
 pub mod select;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod signal;
 
 /// A readiness mechanism of the operating system.
 pub trait Backend {
@@ -241,6 +243,9 @@ macro_rules! dispatch {
 }
 
 /// The [`Waiter`] of an [`AnyBackend`].
+// The select variant is two fd_sets (256 bytes); boxing it would cost an
+// allocation per detached wait, which is what the variant exists to avoid.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum AnyWaiter {
     /// `select(2)`

@@ -1,0 +1,382 @@
+//! `chat-server`: seed 000's `CharServer`.
+//!
+//! Every line a client sends goes to every client as
+//! `your msg = <line> from <ip>:<port>`; `quit` or an empty line leaves.
+//! The console on stdin takes `quit` (stop) and anything else (`list`)
+//! prints what is registered, as the seed's `input()` loop does, but on
+//! the same thread as everything else: stdin is one more file object in
+//! the selector.
+//!
+//! What the seed does not guard against, this does: a client that never
+//! reads is cut off once its backlog passes `--max-backlog` (memory stays
+//! bounded and the others keep chatting); a line over [`MAX_LINE`] bytes
+//! gets an error line and the connection is closed; bytes that are not
+//! UTF-8 are relayed as they are.
+
+use crate::conn::{Conn, Received, READ_CHUNK};
+use crate::lines::LineBuffer;
+use crate::logging::{debug, info, say, warning};
+use crate::server::{Client, Event, Server};
+use crate::signals;
+use crate::stdin::{self, Stdin};
+use rselectors::{BackendKind, Events};
+use std::io::{self, Write};
+use std::mem;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// The longest line a client may send, in bytes (without its newline).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// After a client is told its line was too long, how long it has to read
+/// the error before the connection is closed anyway. Closing at once
+/// while it is still sending would reset the connection and could throw
+/// away the error line before the client reads it.
+const LINGER: Duration = Duration::from_secs(2);
+
+const LINE_TOO_LONG: &[u8] = b"error: line longer than 65536 bytes; closing the connection\n";
+
+/// The longest console command kept; longer input is ignored.
+const MAX_CONSOLE_LINE: usize = 4096;
+
+/// A chat connection.
+pub struct ChatClient {
+    conn: Conn,
+    /// Received bytes not yet split into lines.
+    lines: LineBuffer,
+    /// Set when the connection is closing after an error line: input is
+    /// discarded, and the connection is closed at end of input or at this
+    /// instant, whichever comes first.
+    closing_deadline: Option<Instant>,
+}
+
+impl Client for ChatClient {
+    fn new(conn: Conn) -> Self {
+        ChatClient {
+            conn,
+            lines: LineBuffer::new(MAX_LINE),
+            closing_deadline: None,
+        }
+    }
+    fn conn(&self) -> &Conn {
+        &self.conn
+    }
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+/// The chat server's state around the shared [`Server`].
+struct ChatServer {
+    server: Server<ChatClient>,
+    max_backlog: usize,
+    console_lines: LineBuffer,
+    /// Reused buffers: a read, a broadcast message, the list of clients.
+    scratch: Vec<u8>,
+    message: Vec<u8>,
+    fds: Vec<RawFd>,
+    /// Clients closing after an error line, with their deadlines.
+    lingering: Vec<(RawFd, Instant)>,
+}
+
+/// Runs the chat server until SIGINT, SIGTERM or the console's `quit`.
+pub fn run(addr: &str, kind: BackendKind, max_backlog: usize) -> io::Result<()> {
+    let mut chat = ChatServer {
+        server: Server::bind(addr, kind)?,
+        max_backlog,
+        console_lines: LineBuffer::new(MAX_CONSOLE_LINE),
+        scratch: vec![0; READ_CHUNK],
+        message: Vec::new(),
+        fds: Vec::new(),
+        lingering: Vec::new(),
+    };
+    chat.start_console();
+    while !chat.server.is_stopping() {
+        let deadline = chat.lingering.iter().map(|&(_, at)| at).min();
+        chat.server.wait(deadline)?;
+        while let Some(event) = chat.server.next_event() {
+            match event {
+                Event::Console(fd) => chat.console_ready(fd),
+                Event::Client(fd, mask) => chat.client_ready(fd, mask),
+            }
+        }
+        chat.close_expired_lingering();
+    }
+    chat.server.finish();
+    Ok(())
+}
+
+impl ChatServer {
+    fn start_console(&mut self) {
+        if let Err(e) = signals::ignore_background_terminal_reads() {
+            debug!("cannot ignore SIGTTIN: {e}");
+        }
+        let Some(input) = Stdin::open() else {
+            debug!("stdin is closed: no console");
+            return;
+        };
+        match self.server.register_console(input) {
+            Ok(_) => info!("console: type `list` to show connections, `quit` to stop"),
+            Err(e) if stdin::is_unpollable(&e) => {
+                // A regular file or /dev/null: it cannot be polled, and
+                // reading it never blocks, so run its commands now.
+                debug!("stdin cannot be polled ({e}): reading it through");
+                if let Some(mut input) = Stdin::open() {
+                    self.run_console_file(&mut input);
+                }
+            }
+            Err(e) => warning!("no console: cannot watch stdin: {e}"),
+        }
+    }
+
+    fn run_console_file(&mut self, input: &mut Stdin) {
+        while !self.server.is_stopping() {
+            match input.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.console_lines.push(&self.scratch[..n]);
+                    self.run_console_commands();
+                }
+                Err(e) => {
+                    warning!("console: {e}");
+                    break;
+                }
+            }
+        }
+        self.console_input_ended();
+    }
+
+    fn console_ready(&mut self, fd: RawFd) {
+        let Some(input) = self.server.console_mut(fd) else {
+            return;
+        };
+        match input.read(&mut self.scratch) {
+            Ok(0) => {
+                self.server.remove_console(fd);
+                self.console_input_ended();
+            }
+            Ok(n) => {
+                self.console_lines.push(&self.scratch[..n]);
+                self.run_console_commands();
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                // A background job reading its terminal (SIGTTIN ignored).
+                info!("console off: running in the background of a terminal");
+                self.server.remove_console(fd);
+            }
+            Err(e) => {
+                warning!("console: {e}; console off");
+                self.server.remove_console(fd);
+            }
+        }
+    }
+
+    fn console_input_ended(&mut self) {
+        // A last command without a newline still counts.
+        if self.console_lines.len() > 0 {
+            self.console_lines.push(b"\n");
+            self.run_console_commands();
+        }
+        if !self.server.is_stopping() {
+            info!("console: end of input; serving until SIGINT or SIGTERM");
+        }
+    }
+
+    fn run_console_commands(&mut self) {
+        let mut lines = mem::take(&mut self.console_lines);
+        let result = lines.for_each_line(|line| {
+            if line.trim_ascii() == b"quit" {
+                info!("console: quit");
+                self.server.request_stop("console quit");
+                return ControlFlow::Break(());
+            }
+            for text in self.server.describe() {
+                say!("{text}");
+            }
+            ControlFlow::Continue(())
+        });
+        if result.is_err() {
+            warning!("console: line longer than {MAX_CONSOLE_LINE} bytes ignored");
+            lines.clear();
+        }
+        self.console_lines = lines;
+    }
+
+    fn client_ready(&mut self, fd: RawFd, mask: Events) {
+        if mask.contains(Events::WRITE) {
+            self.client_writable(fd);
+        }
+        if mask.contains(Events::READ) {
+            self.client_readable(fd);
+        }
+    }
+
+    fn client_writable(&mut self, fd: RawFd) {
+        let Some(client) = self.server.client_mut(fd) else {
+            return;
+        };
+        if let Err(e) = client.conn.flush() {
+            return self.server.close_after_error(fd, e);
+        }
+        if client.closing_deadline.is_some() && client.conn.pending() == 0 {
+            if let Err(e) = client.conn.shutdown_write() {
+                return self.server.close_after_error(fd, e);
+            }
+        }
+        self.server.update_interest(fd, true, "done");
+    }
+
+    fn client_readable(&mut self, fd: RawFd) {
+        let Some(client) = self.server.client_mut(fd) else {
+            return;
+        };
+        let n = match client.conn.receive(&mut self.scratch) {
+            Ok(Received::Data(n)) => n,
+            Ok(Received::WouldBlock) => return,
+            Ok(Received::Eof) => {
+                let reason = match client.closing_deadline {
+                    Some(_) => "closed after the error",
+                    None => "closed by peer",
+                };
+                return self.leave(fd, reason);
+            }
+            Err(e) => return self.server.close_after_error(fd, e),
+        };
+        if client.closing_deadline.is_some() {
+            return; // Draining what it still sends, until it closes.
+        }
+        client.lines.push(&self.scratch[..n]);
+        let peer = client.conn.peer();
+        let mut lines = mem::take(&mut client.lines);
+        let mut leaving = None;
+        let result = lines.for_each_line(|line| {
+            let said = line.trim_ascii();
+            if said.is_empty() || said == b"quit" {
+                leaving = Some(if said.is_empty() {
+                    "sent an empty line"
+                } else {
+                    "sent quit"
+                });
+                return ControlFlow::Break(());
+            }
+            self.broadcast(peer, line);
+            match self.server.client(fd) {
+                Some(_) => ControlFlow::Continue(()),
+                None => ControlFlow::Break(()), // cut off during the broadcast
+            }
+        });
+        if let Some(reason) = leaving {
+            self.leave(fd, reason);
+        } else if result.is_err() {
+            self.reject_long_line(fd);
+        } else if let Some(client) = self.server.client_mut(fd) {
+            client.lines = lines;
+        }
+    }
+
+    /// Sends `your msg = <line> from <peer>` to every client.
+    fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) {
+        self.message.clear();
+        self.message.extend_from_slice(b"your msg = ");
+        self.message.extend_from_slice(line);
+        // Writing to a Vec cannot fail.
+        let _ = writeln!(self.message, " from {peer}");
+        let mut fds = mem::take(&mut self.fds);
+        self.server.client_fds(&mut fds);
+        for &fd in &fds {
+            self.deliver(fd);
+        }
+        self.fds = fds;
+    }
+
+    /// Queues the current message for `fd`, cutting the client off if its
+    /// backlog passes the limit.
+    fn deliver(&mut self, fd: RawFd) {
+        let Some(client) = self.server.client_mut(fd) else {
+            return;
+        };
+        if client.closing_deadline.is_some() {
+            return;
+        }
+        if let Err(e) = client.conn.send(&self.message) {
+            return self.server.close_after_error(fd, e);
+        }
+        let backlog = client.conn.pending();
+        if backlog > self.max_backlog {
+            warning!(
+                "cutting off {}: {backlog} bytes wait to be sent to it, over the \
+                 limit of {} (--max-backlog); it is not reading",
+                client.conn.peer(),
+                self.max_backlog
+            );
+            return self.server.close_client(fd, "backlog over the limit");
+        }
+        self.server.update_interest(fd, true, "done");
+    }
+
+    /// Closes a client that asked to leave, after one last attempt to send
+    /// what it has not received yet.
+    fn leave(&mut self, fd: RawFd, reason: &str) {
+        if let Some(client) = self.server.client_mut(fd) {
+            let _ = client.conn.flush();
+        }
+        self.server.close_client(fd, reason);
+    }
+
+    /// Tells the client its line is too long and closes the connection:
+    /// the error line, then FIN, then close at its end of input or after
+    /// [`LINGER`].
+    fn reject_long_line(&mut self, fd: RawFd) {
+        let Some(client) = self.server.client_mut(fd) else {
+            return;
+        };
+        warning!(
+            "{} sent a line longer than {MAX_LINE} bytes; closing the connection",
+            client.conn.peer()
+        );
+        client.lines.clear();
+        let deadline = Instant::now() + LINGER;
+        client.closing_deadline = Some(deadline);
+        if let Err(e) = client.conn.send(LINE_TOO_LONG) {
+            return self.server.close_after_error(fd, e);
+        }
+        if client.conn.pending() == 0 {
+            if let Err(e) = client.conn.shutdown_write() {
+                return self.server.close_after_error(fd, e);
+            }
+        }
+        self.lingering.push((fd, deadline));
+        self.server.update_interest(fd, true, "done");
+    }
+
+    fn close_expired_lingering(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.lingering.len() {
+            let (fd, deadline) = self.lingering[i];
+            if deadline > now {
+                i += 1;
+                continue;
+            }
+            self.lingering.swap_remove(i);
+            // The same deadline tells it is still the same connection.
+            let same = self.server.client(fd).map(|c| c.closing_deadline) == Some(Some(deadline));
+            if same {
+                self.server.close_client(fd, "closed after the error");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_line_names_the_limit() {
+        let expected = format!("error: line longer than {MAX_LINE} bytes");
+        assert!(LINE_TOO_LONG.starts_with(expected.as_bytes()));
+    }
+}

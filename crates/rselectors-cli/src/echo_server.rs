@@ -1,0 +1,105 @@
+//! `echo-server`: every byte back (seeds 001, 003, 004), or upper-cased
+//! with `--upper` (seed 002).
+//!
+//! Unlike the seeds' `conn.send(data)`, which drops what the socket does
+//! not take, replies go through the connection's output buffer; while a
+//! peer is slow to read, the server stops reading from it (backpressure),
+//! so memory per connection stays bounded however much it sends.
+
+use crate::conn::{Conn, Received, READ_CHUNK};
+use crate::logging::debug;
+use crate::server::{Client, Event, Server};
+use rselectors::{BackendKind, Events};
+use std::io;
+use std::os::fd::RawFd;
+
+/// Reading from a peer pauses while this much of its echo is unsent.
+const HIGH_WATER: usize = 1024 * 1024;
+
+/// An echo connection.
+pub struct EchoClient {
+    conn: Conn,
+    /// The peer sent end of stream: finish writing, then close.
+    peer_done: bool,
+}
+
+impl Client for EchoClient {
+    fn new(conn: Conn) -> Self {
+        EchoClient {
+            conn,
+            peer_done: false,
+        }
+    }
+    fn conn(&self) -> &Conn {
+        &self.conn
+    }
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+impl EchoClient {
+    fn wants_read(&self) -> bool {
+        !self.peer_done && self.conn.pending() < HIGH_WATER
+    }
+}
+
+/// Runs the echo server until SIGINT or SIGTERM.
+pub fn run(addr: &str, kind: BackendKind, upper: bool) -> io::Result<()> {
+    let mut server: Server<EchoClient> = Server::bind(addr, kind)?;
+    let mut scratch = vec![0; READ_CHUNK];
+    while !server.is_stopping() {
+        server.wait(None)?;
+        while let Some(event) = server.next_event() {
+            if let Event::Client(fd, mask) = event {
+                serve(&mut server, fd, mask, &mut scratch, upper);
+            }
+        }
+    }
+    server.finish();
+    Ok(())
+}
+
+fn serve(
+    server: &mut Server<EchoClient>,
+    fd: RawFd,
+    mask: Events,
+    scratch: &mut [u8],
+    upper: bool,
+) {
+    let Some(client) = server.client_mut(fd) else {
+        return;
+    };
+    if mask.contains(Events::WRITE) {
+        if let Err(e) = client.conn.flush() {
+            return server.close_after_error(fd, e);
+        }
+    }
+    if mask.contains(Events::READ) && client.wants_read() {
+        match client.conn.receive(scratch) {
+            Ok(Received::Data(n)) => {
+                let reply = &mut scratch[..n];
+                if upper {
+                    // Python's bytes.upper(): ASCII letters only, so any
+                    // other byte (UTF-8 or not) goes back as it came.
+                    reply.make_ascii_uppercase();
+                }
+                if let Err(e) = client.conn.send(reply) {
+                    return server.close_after_error(fd, e);
+                }
+            }
+            Ok(Received::Eof) => {
+                debug!(
+                    "{} sent end of stream; {} bytes still to echo",
+                    client.conn.peer(),
+                    client.conn.pending()
+                );
+                client.peer_done = true;
+            }
+            Ok(Received::WouldBlock) => {}
+            Err(e) => return server.close_after_error(fd, e),
+        }
+    }
+    let want_read = client.wants_read();
+    server.update_interest(fd, want_read, "closed by peer");
+}

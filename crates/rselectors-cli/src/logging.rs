@@ -1,0 +1,78 @@
+//! Plain leveled logging to stderr: `-q` warnings only, default info,
+//! `-v` debug. Program output (replies, `listening on`, summaries) goes to
+//! stdout; logs never do.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// How much is logged; a message is printed when its level is at most this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// Something went wrong that the program handles.
+    Warn = 0,
+    /// Connects, disconnects, starts and stops.
+    Info = 1,
+    /// Per-connection detail: resets, half-closes, backend choices.
+    Debug = 2,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Sets the most detailed level that is printed.
+pub fn set_max_level(level: Level) {
+    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// True if messages of `level` are printed.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Prints one log line. A failing stderr is ignored: logging must never
+/// take the program down (`eprintln!` would panic on `EPIPE`).
+pub fn log(level: Level, args: fmt::Arguments<'_>) {
+    if enabled(level) {
+        let _ = writeln!(std::io::stderr().lock(), "[{}] {args}", level.label());
+    }
+}
+
+/// Logs at warn level, `format!`-style.
+macro_rules! warning {
+    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Warn, format_args!($($arg)*)) };
+}
+/// Logs at info level, `format!`-style.
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($arg)*)) };
+}
+/// Logs at debug level, `format!`-style.
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($arg)*)) };
+}
+pub(crate) use {debug, info, warning};
+
+/// Writes one line of program output to stdout and flushes it, so that a
+/// script reading through a pipe sees it at once. Errors (a closed pipe)
+/// are ignored for the same reason as in [`log`].
+pub fn output(args: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{args}");
+    let _ = out.flush();
+}
+
+/// Prints a line of program output, `format!`-style (see [`output`]).
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::logging::output(format_args!($($arg)*)) };
+}
+pub(crate) use say;

@@ -1,0 +1,161 @@
+//! `rselectors`: the seeds' socket programs as one command-line tool, each
+//! a single-threaded event loop on the `rselectors` crate.
+//!
+//! | subcommand | seed |
+//! |---|---|
+//! | `echo-server` | 001, 003, 004 (`--upper`: 002) |
+//! | `chat-server` | 000 (`CharServer`) |
+//! | `client` | the `input()` clients of 002 and 004 |
+//! | `echo-client` | 003 |
+
+#![forbid(unsafe_code)]
+
+mod chat_server;
+mod client;
+mod conn;
+mod echo_client;
+mod echo_server;
+mod lines;
+mod logging;
+mod server;
+mod signals;
+mod stdin;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use rselectors::BackendKind;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The seeds' socket programs on rselectors: echo, upper-case and chat
+/// servers, a line client and an echo client.
+///
+/// Servers print `listening on ADDR` once bound (use port 0 for any free
+/// port) and stop on SIGINT or SIGTERM with a one-line summary.
+#[derive(Debug, Parser)]
+#[command(name = "rselectors", version)]
+struct Cli {
+    /// Log more: -v adds per-connection detail (debug level).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// Log warnings only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand has.
+#[derive(Debug, Args)]
+struct Common {
+    /// Address to listen on (servers) or connect to (clients); IPv6 as
+    /// [::1]:9999.
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    addr: String,
+    /// I/O multiplexing mechanism: default (the platform's best), epoll,
+    /// poll or select.
+    #[arg(long, default_value = "default", value_name = "KIND", value_parser = parse_selector)]
+    selector: BackendKind,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Echo every byte back (seeds 001, 003, 004).
+    EchoServer {
+        #[command(flatten)]
+        common: Common,
+        /// Reply upper-cased (ASCII letters), as seed 002 does.
+        #[arg(long)]
+        upper: bool,
+    },
+    /// Chat: every line a client sends goes to all clients (seed 000).
+    ///
+    /// A client leaves with `quit` or an empty line. Console on stdin:
+    /// `list` shows the connections, `quit` stops the server.
+    ChatServer {
+        #[command(flatten)]
+        common: Common,
+        /// Cut off a client when this many bytes wait to be sent to it
+        /// (a client that does not read).
+        #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+        max_backlog: usize,
+    },
+    /// Interactive line client: sends what you type, prints what the
+    /// server sends as it arrives.
+    Client {
+        #[command(flatten)]
+        common: Common,
+        /// After end of input, exit once the server has been silent this
+        /// many seconds (or when it closes).
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+        wait: Duration,
+    },
+    /// Send messages to an echo server and check that every byte comes
+    /// back (seed 003).
+    EchoClient {
+        #[command(flatten)]
+        common: Common,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+        timeout: Duration,
+        /// Messages to send, in order [default: seed 003's two messages]
+        #[arg(value_name = "MESSAGE")]
+        messages: Vec<OsString>,
+    },
+}
+
+fn parse_selector(name: &str) -> Result<BackendKind, String> {
+    name.parse()
+        .map_err(|e: rselectors::UnknownBackend| e.to_string())
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if seconds <= 0.0 {
+        return Err("must be more than 0".to_owned());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::set_max_level(match (cli.quiet, cli.verbose) {
+        (true, _) => logging::Level::Warn,
+        (false, 0) => logging::Level::Info,
+        (false, _) => logging::Level::Debug,
+    });
+    let result = match cli.command {
+        Command::EchoServer { common, upper } => {
+            echo_server::run(&common.addr, common.selector, upper)
+        }
+        Command::ChatServer {
+            common,
+            max_backlog,
+        } => chat_server::run(&common.addr, common.selector, max_backlog),
+        Command::Client { common, wait } => client::run(&common.addr, common.selector, wait),
+        Command::EchoClient {
+            common,
+            timeout,
+            messages,
+        } => {
+            let messages: Vec<Vec<u8>> = if messages.is_empty() {
+                echo_client::DEFAULT_MESSAGES
+                    .iter()
+                    .map(|m| m.as_bytes().to_vec())
+                    .collect()
+            } else {
+                messages.into_iter().map(OsStringExt::into_vec).collect()
+            };
+            echo_client::run(&common.addr, common.selector, &messages, timeout)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "rselectors: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

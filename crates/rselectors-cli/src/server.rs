@@ -1,0 +1,499 @@
+//! What the echo and chat servers share: binding, accepting (with a
+//! back-off when file descriptors run out), signals, the console's
+//! registration, closing clients, and the closing summary.
+//!
+//! Everything the server watches is one [`Source`] registered in one
+//! selector; the selector owns the sockets, so unregistering a client and
+//! dropping the key is what closes it.
+
+use crate::conn::{is_disconnect, Conn};
+use crate::logging::{debug, info, say, warning};
+use crate::signals;
+use crate::stdin::Stdin;
+use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
+use socket2::{Domain, Socket, Type};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How long accepting stays paused after it failed for lack of file
+/// descriptors (or memory), unless a connection closes first.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Connections accepted per readiness event, so that a flood of connects
+/// does not starve the clients already connected.
+const ACCEPT_BATCH: usize = 64;
+
+/// While accepting flaps between failing and working (each close frees
+/// one descriptor, taken by the next connection), warn at most this often.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The kernel's queue of connections not yet accepted (capped by
+/// `net.core.somaxconn`): room for a thousand clients connecting at once.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Per-connection state of a server.
+pub trait Client {
+    /// State for a connection just accepted.
+    fn new(conn: Conn) -> Self;
+    /// The connection.
+    fn conn(&self) -> &Conn;
+    /// The connection, mutably.
+    fn conn_mut(&mut self) -> &mut Conn;
+}
+
+/// A file object a server watches.
+pub enum Source<C> {
+    /// The listening socket.
+    Listener(TcpListener),
+    /// Woken by the SIGINT / SIGTERM handler.
+    Signals(Waker),
+    /// Standard input, read as console commands.
+    Console(Stdin),
+    /// A client connection and its state.
+    Client(C),
+}
+
+impl<C: Client> AsRawFd for Source<C> {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Source::Listener(listener) => listener.as_raw_fd(),
+            Source::Signals(waker) => waker.as_raw_fd(),
+            Source::Console(stdin) => stdin.as_raw_fd(),
+            Source::Client(client) => client.conn().as_raw_fd(),
+        }
+    }
+}
+
+/// An event the server hands to its owner; accepts and signals are dealt
+/// with inside [`Server::next_event`].
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// The console (stdin) is readable.
+    Console(RawFd),
+    /// A client is ready for these events.
+    Client(RawFd, Events),
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    served: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// The listener while accepting is paused (taken out of the selector, so a
+/// full accept queue does not make every `select()` return at once).
+struct PausedListener {
+    listener: TcpListener,
+    retry_at: Instant,
+}
+
+/// A listening server's selector and bookkeeping.
+pub struct Server<C> {
+    sel: AnySelector<Source<C>, ()>,
+    local_addr: SocketAddr,
+    listener_fd: RawFd,
+    paused: Option<PausedListener>,
+    /// True from a failed accept until the next successful one: logs the
+    /// trouble once, not every 100 ms.
+    accept_failing: bool,
+    /// When the last warning about failing accepts was logged.
+    accept_warned_at: Option<Instant>,
+    /// Whether this episode of failing accepts was logged as a warning
+    /// (then its end is logged at info level too).
+    accept_warned: bool,
+    stats: Stats,
+    stop_reason: Option<String>,
+}
+
+impl<C: Client> Server<C> {
+    /// Binds `addr`, opens a selector of `kind`, routes SIGINT and SIGTERM
+    /// to it, and prints `listening on ADDR`.
+    pub fn bind(addr: &str, kind: BackendKind) -> io::Result<Server<C>> {
+        let listener = bind_listener(addr)?;
+        let local_addr = listener.local_addr()?;
+        let mut sel = AnySelector::with_kind(kind)?;
+        let waker = Waker::new()?;
+        signals::install(&waker)?;
+        let listener_fd = sel
+            .register(Source::Listener(listener), Events::READ, ())?
+            .fd;
+        sel.register(Source::Signals(waker), Events::READ, ())?;
+        debug!("selector: {kind}");
+        say!("listening on {local_addr}");
+        Ok(Server {
+            sel,
+            local_addr,
+            listener_fd,
+            paused: None,
+            accept_failing: false,
+            accept_warned_at: None,
+            accept_warned: false,
+            stats: Stats::default(),
+            stop_reason: None,
+        })
+    }
+
+    /// Waits for events, at most until `deadline` (the caller's own timer).
+    pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.resume_accepting_if_due()?;
+        let retry_at = self.paused.as_ref().map(|p| p.retry_at);
+        let deadline = match (deadline, retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        self.sel.select(timeout)?;
+        Ok(())
+    }
+
+    /// The next event of the last [`Server::wait`] for the owner to handle.
+    pub fn next_event(&mut self) -> Option<Event> {
+        while let Some((fd, mask)) = self.sel.next_ready() {
+            match self.sel.get_key(fd).map(|key| &key.fileobj) {
+                Ok(Source::Listener(_)) => self.accept_ready(),
+                Ok(Source::Signals(waker)) => {
+                    let _ = waker.reset();
+                    if let Some(signal) = signals::take_received() {
+                        info!("received {signal}, stopping");
+                        self.request_stop(signal);
+                    }
+                }
+                Ok(Source::Console(_)) => return Some(Event::Console(fd)),
+                Ok(Source::Client(_)) => return Some(Event::Client(fd, mask)),
+                Err(_) => {}
+            }
+        }
+        None
+    }
+
+    fn accept_ready(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            let accepted = match self.sel.get_key(self.listener_fd) {
+                Ok(SelectorKey {
+                    fileobj: Source::Listener(listener),
+                    ..
+                }) => listener.accept(),
+                _ => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    if self.accept_failing {
+                        self.accept_failing = false;
+                        if self.accept_warned {
+                            info!("accepting connections again");
+                        } else {
+                            debug!("accepting connections again");
+                        }
+                    }
+                    self.add_client(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The connection died in the queue: nothing to do but go on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) || e.raw_os_error() == Some(libc::EPROTO) =>
+                {
+                    debug!("accept: {e}");
+                }
+                Err(e) => {
+                    self.pause_accepting(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accept failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...):
+    /// stop watching the listener, keep serving the connections we have,
+    /// and try again when one closes or after [`ACCEPT_RETRY`].
+    fn pause_accepting(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        let warn_now = !self.accept_failing
+            && self
+                .accept_warned_at
+                .is_none_or(|at| now.duration_since(at) >= ACCEPT_WARNING_EVERY);
+        if warn_now {
+            warning!(
+                "cannot accept: {error}; serving the {} open connections, \
+                 accepting again when one closes (retry every {} ms)",
+                self.client_count(),
+                ACCEPT_RETRY.as_millis()
+            );
+            self.accept_warned_at = Some(now);
+        } else {
+            debug!("cannot accept: {error}");
+        }
+        if !self.accept_failing {
+            self.accept_failing = true;
+            self.accept_warned = warn_now;
+        }
+        if let Ok(key) = self.sel.unregister(self.listener_fd) {
+            if let Source::Listener(listener) = key.fileobj {
+                self.paused = Some(PausedListener {
+                    listener,
+                    retry_at: now + ACCEPT_RETRY,
+                });
+            }
+        }
+    }
+
+    fn resume_accepting_if_due(&mut self) -> io::Result<()> {
+        match &self.paused {
+            Some(paused) if paused.retry_at <= Instant::now() => {}
+            _ => return Ok(()),
+        }
+        if let Some(paused) = self.paused.take() {
+            let source = Source::Listener(paused.listener);
+            self.listener_fd = self.sel.register(source, Events::READ, ())?.fd;
+        }
+        Ok(())
+    }
+
+    fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let conn = match Conn::new(stream, peer) {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!("{peer}: cannot set up the connection: {e}");
+                return;
+            }
+        };
+        match self
+            .sel
+            .register(Source::Client(C::new(conn)), Events::READ, ())
+        {
+            Ok(key) => {
+                self.stats.served += 1;
+                info!("connected {peer} (fd {})", key.fd);
+            }
+            // Dropping the refused connection closes it.
+            Err(refused) => warning!("refusing {peer}: {}", refused.error),
+        }
+    }
+
+    /// The client registered at `fd`.
+    pub fn client(&self, fd: RawFd) -> Option<&C> {
+        match self.sel.get_key(fd).ok()?.fileobj {
+            Source::Client(ref client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The client registered at `fd`, mutably.
+    pub fn client_mut(&mut self, fd: RawFd) -> Option<&mut C> {
+        match self.sel.get_key_mut(fd).ok()?.fileobj {
+            Source::Client(client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// Fills `fds` with the descriptor of every client.
+    pub fn client_fds(&self, fds: &mut Vec<RawFd>) {
+        fds.clear();
+        let clients = self
+            .sel
+            .get_map()
+            .into_iter()
+            .filter_map(|key| match key.fileobj {
+                Source::Client(_) => Some(key.fd),
+                _ => None,
+            });
+        fds.extend(clients);
+    }
+
+    /// How many clients are connected.
+    pub fn client_count(&self) -> usize {
+        self.sel
+            .get_map()
+            .into_iter()
+            .filter(|key| matches!(key.fileobj, Source::Client(_)))
+            .count()
+    }
+
+    /// Waits for READ (if `want_read`) and for WRITE while output is queued;
+    /// closes the client with `done_reason` when it wants neither.
+    pub fn update_interest(&mut self, fd: RawFd, want_read: bool, done_reason: &str) {
+        let Some(client) = self.client(fd) else {
+            return;
+        };
+        match client.conn().interest(want_read) {
+            None => self.close_client(fd, done_reason),
+            Some(events) => {
+                if let Err(e) = self.sel.modify_events(fd, events) {
+                    // If the OS refused, the selector has dropped the key
+                    // (and closed the socket) already; else close it here.
+                    warning!("cannot change the events of fd {fd}: {e}");
+                    self.close_client(fd, format_args!("selector refused it: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Unregisters and closes the client at `fd`, logging `reason`.
+    pub fn close_client(&mut self, fd: RawFd, reason: impl fmt::Display) {
+        if self.client(fd).is_none() {
+            return;
+        }
+        let Ok(key) = self.sel.unregister(fd) else {
+            return;
+        };
+        if let Source::Client(client) = key.fileobj {
+            let conn = client.conn();
+            self.stats.bytes_in += conn.bytes_in();
+            self.stats.bytes_out += conn.bytes_out();
+            info!(
+                "disconnected {} ({reason}; {} bytes in, {} bytes out)",
+                conn.peer(),
+                conn.bytes_in(),
+                conn.bytes_out()
+            );
+        }
+        // A descriptor is free again: accept now rather than at the timer.
+        if let Some(paused) = &mut self.paused {
+            paused.retry_at = Instant::now();
+        }
+    }
+
+    /// Closes the client at `fd` after an I/O error on it. A peer that
+    /// resets or vanishes is routine (debug); anything else is a warning.
+    pub fn close_after_error(&mut self, fd: RawFd, error: io::Error) {
+        if let Some(client) = self.client(fd) {
+            let peer = client.conn().peer();
+            if is_disconnect(&error) {
+                debug!("{peer}: {error}");
+            } else {
+                warning!("{peer}: {error}");
+            }
+        }
+        self.close_client(fd, error);
+    }
+
+    /// Watches stdin as the console; the error if the selector refuses it.
+    pub fn register_console(&mut self, stdin: Stdin) -> rselectors::Result<RawFd> {
+        let key = self
+            .sel
+            .register(Source::Console(stdin), Events::READ, ())?;
+        Ok(key.fd)
+    }
+
+    /// The console registered at `fd`.
+    pub fn console_mut(&mut self, fd: RawFd) -> Option<&mut Stdin> {
+        match self.sel.get_key_mut(fd).ok()?.fileobj {
+            Source::Console(stdin) => Some(stdin),
+            _ => None,
+        }
+    }
+
+    /// Stops watching the console (after its end of input).
+    pub fn remove_console(&mut self, fd: RawFd) {
+        if self.console_mut(fd).is_some() {
+            let _ = self.sel.unregister(fd);
+        }
+    }
+
+    /// One line per registered file object, by descriptor: what the seed's
+    /// console prints from `get_map()`.
+    pub fn describe(&self) -> Vec<String> {
+        let backend = self.sel.backend_name().unwrap_or("closed");
+        let mut entries: Vec<(RawFd, String)> = self
+            .sel
+            .get_map()
+            .into_iter()
+            .map(|key| {
+                let what = match &key.fileobj {
+                    Source::Listener(_) => format!("listener {}", self.local_addr),
+                    Source::Signals(_) => "signal waker (SIGINT, SIGTERM)".to_owned(),
+                    Source::Console(_) => "console (stdin)".to_owned(),
+                    Source::Client(client) => {
+                        let conn = client.conn();
+                        format!("client   {} ({} bytes queued)", conn.peer(), conn.pending())
+                    }
+                };
+                (key.fd, what)
+            })
+            .collect();
+        let mut lines = vec![format!(
+            "{} registered in the {backend} selector:",
+            entries.len()
+        )];
+        if let Some(paused) = &self.paused {
+            let what = format!(
+                "listener {} (paused: out of file descriptors)",
+                self.local_addr
+            );
+            entries.push((paused.listener.as_raw_fd(), what));
+        }
+        if let Ok(Some(fd)) = self.sel.fileno() {
+            entries.push((
+                fd,
+                format!("the {backend} selector itself (not registered)"),
+            ));
+        }
+        entries.sort();
+        for (fd, what) in entries {
+            lines.push(format!("  fd {fd:<4} {what}"));
+        }
+        lines
+    }
+
+    /// Asks the event loop to stop after the current events.
+    pub fn request_stop(&mut self, reason: &str) {
+        self.stop_reason.get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// True once a stop was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stop_reason.is_some()
+    }
+
+    /// Closes every client (after one last non-blocking flush), closes the
+    /// selector, and prints the one-line summary.
+    pub fn finish(mut self) {
+        let mut fds = Vec::new();
+        self.client_fds(&mut fds);
+        for fd in fds {
+            if let Some(client) = self.client_mut(fd) {
+                let _ = client.conn_mut().flush();
+            }
+            self.close_client(fd, "server stopping");
+        }
+        self.sel.close();
+        let reason = self.stop_reason.as_deref().unwrap_or("done");
+        say!(
+            "stopped ({reason}): {} connections served, {} bytes in, {} bytes out",
+            self.stats.served,
+            self.stats.bytes_in,
+            self.stats.bytes_out
+        );
+    }
+}
+
+/// A non-blocking listening socket on the first address of `addr` that
+/// binds (`addr` may be a host name: `localhost:9999`).
+fn bind_listener(addr: &str) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for candidate in addr.to_socket_addrs()? {
+        match listen_on(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"))
+    }))
+}
+
+fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server can bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
