@@ -1,0 +1,134 @@
+"""High-level I/O multiplexing on a Rust core: the standard library's
+``selectors`` module, the same API and behaviour, faster.
+
+Replace ``import selectors`` with ``import rselectors as selectors``.
+
+The hot paths (``register``, ``unregister``, ``modify``, ``select``,
+``get_key``) are single calls into the native class
+``rselectors._rselectors._Selector``; ``select()`` releases the GIL while it
+waits, and other threads may register, unregister, read the map or close
+meanwhile. Keys are the standard library's own ``selectors.SelectorKey``
+named tuples, and every selector class is a ``selectors.BaseSelector``.
+"""
+
+from collections.abc import ItemsView as _ItemsView
+from collections.abc import Mapping as _Mapping
+from collections.abc import ValuesView as _ValuesView
+from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
+
+from . import _rselectors
+
+__all__ = [
+    "EVENT_READ",
+    "EVENT_WRITE",
+    "SelectorKey",
+    "BaseSelector",
+    "SelectSelector",
+    "PollSelector",
+    "DefaultSelector",
+]
+
+
+class _SnapshotValues(_ValuesView):
+    """``get_map().values()``: iterates over a snapshot, taken in one native
+    call (another thread may register or unregister meanwhile)."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._selector._keys())
+
+
+class _SnapshotItems(_ItemsView):
+    """``get_map().items()``: ``(fd, key)`` pairs of a snapshot."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter([(key.fd, key) for key in self._mapping._selector._keys()])
+
+
+class _SelectorMapping(_Mapping):
+    """Mapping of file objects to selector keys (``get_map()``)."""
+
+    __slots__ = ("_selector",)
+
+    def __init__(self, selector):
+        self._selector = selector
+
+    def __len__(self):
+        return self._selector._count()
+
+    def __getitem__(self, fileobj):
+        return self._selector._lookup_key(fileobj)
+
+    def __iter__(self):
+        return iter(self._selector._fds())
+
+    def values(self):
+        return _SnapshotValues(self)
+
+    def items(self):
+        return _SnapshotItems(self)
+
+
+class _RustSelector(_rselectors._Selector, BaseSelector):
+    """A selector over the backend named by ``_backend``.
+
+    ``register``, ``unregister``, ``modify``, ``select``, ``get_key`` and the
+    native half of ``close`` come from ``_rselectors._Selector``.
+    """
+
+    _backend = "default"
+
+    def __init__(self):
+        # Read-only mapping returned by get_map(); None once closed, as in
+        # CPython.
+        self._map = _SelectorMapping(self)
+
+    def get_map(self):
+        """Return a mapping of file objects to selector keys."""
+        return self._map
+
+    def close(self):
+        """Close the selector; every later call but close() raises
+        RuntimeError."""
+        super().close()
+        self._map = None
+
+    def _key_from_fd(self, fd):
+        """The key registered for ``fd``, or None (CPython's private helper)."""
+        try:
+            return self._lookup_key(fd)
+        except KeyError:
+            return None
+
+
+class SelectSelector(_RustSelector):
+    """Select-based selector."""
+
+    _backend = "select"
+
+
+class PollSelector(_RustSelector):
+    """Poll-based selector."""
+
+    _backend = "poll"
+
+
+if "epoll" in _rselectors.BACKENDS:
+
+    class EpollSelector(_RustSelector):
+        """Epoll-based selector."""
+
+        _backend = "epoll"
+        fileno = _rselectors._Selector._fileno
+
+    __all__.append("EpollSelector")
+
+
+DefaultSelector = {
+    "select": SelectSelector,
+    "poll": PollSelector,
+    "epoll": globals().get("EpollSelector"),
+}[_rselectors.DEFAULT_BACKEND]
