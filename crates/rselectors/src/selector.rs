@@ -148,9 +148,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// [`Selector::next_ready`] are dropped.
     pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        if self.table.get(fd).is_none() {
-            return Err(Error::NotRegistered(fd));
-        }
+        lookup(&self.table, fd)?;
         // The OS may have forgotten the descriptor already (closed, EBADF /
         // ENOENT); CPython ignores that too, and the key goes either way.
         let _ = backend.remove(fd);
@@ -173,10 +171,12 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// seeds' `modify(sock, EVENT_READ)`, without handing the data back in).
     pub fn modify_events(&mut self, fd: RawFd, events: Events) -> Result<&SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        // CPython looks the file object up before it checks the mask.
+        lookup(&self.table, fd)?;
         if !events.is_valid_mask() {
             return Err(Error::InvalidEvents(events.bits()));
         }
-        let slot = self.table.get_mut(fd).ok_or(Error::NotRegistered(fd))?;
+        let slot = self.table.get_mut(fd).expect("looked up");
         if slot.key.events != events {
             if let Err(e) = backend.modify(fd, events) {
                 let _ = backend.remove(fd);
@@ -315,10 +315,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if self.backend.is_none() {
             return Err(Error::Closed);
         }
-        self.table
-            .get(fd)
-            .map(|s| &s.key)
-            .ok_or(Error::NotRegistered(fd))
+        Ok(&lookup(&self.table, fd)?.key)
     }
 
     /// Mutable access to `fd`'s file object and data.
@@ -326,8 +323,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if self.backend.is_none() {
             return Err(Error::Closed);
         }
-        let slot = self.table.get_mut(fd).ok_or(Error::NotRegistered(fd))?;
-        let key = &mut slot.key;
+        lookup(&self.table, fd)?;
+        let key = &mut self.table.get_mut(fd).expect("looked up").key;
         Ok(KeyMut {
             fileobj: &mut key.fileobj,
             fd: key.fd,
@@ -373,6 +370,15 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.clear();
         self.cursor = 0;
     }
+}
+
+/// The slot of `fd`: `InvalidFd` for a negative number (Python's
+/// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
+fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
+    if fd < 0 {
+        return Err(Error::InvalidFd(fd));
+    }
+    table.get(fd).ok_or(Error::NotRegistered(fd))
 }
 
 impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {

@@ -1,0 +1,130 @@
+//! CPython's `Lib/test/test_selectors.py`, translated: every check of
+//! `BaseSelectorTestCase` and of the per-backend classes, plus the rules
+//! the Rust API adds (ownership, `next_ready` batches, `Waker`).
+//!
+//! Each generic body `fn name<M: BackendUnderTest>()` runs once per
+//! backend (see `per_backend!` in `common`): `select`, `poll`, `epoll`,
+//! and `AnySelector` of each kind. `test_above_fd_setsize` is in
+//! `many_fds.rs`.
+
+mod common;
+
+#[path = "conformance/batches.rs"]
+mod batches;
+#[path = "conformance/lifecycle.rs"]
+mod lifecycle;
+#[path = "conformance/registration.rs"]
+mod registration;
+#[path = "conformance/waiting.rs"]
+mod waiting;
+
+use rselectors::{
+    AnySelector, BackendKind, DefaultSelector, Error, ErrorKind, Fd, Rejected, UnknownBackend,
+    Waker,
+};
+use std::io;
+
+#[test]
+fn error_kinds_name_the_python_exceptions() {
+    let os = |errno| Error::Os(io::Error::from_raw_os_error(errno));
+    let cases = [
+        (Error::InvalidEvents(4), ErrorKind::Value),
+        (Error::InvalidFd(-1), ErrorKind::Value),
+        (
+            Error::FdOutOfRange {
+                fd: 2000,
+                limit: 1024,
+            },
+            ErrorKind::Value,
+        ),
+        (Error::AlreadyRegistered(3), ErrorKind::Key),
+        (Error::NotRegistered(3), ErrorKind::Key),
+        (Error::Closed, ErrorKind::Runtime),
+        (os(libc::EBADF), ErrorKind::Os),
+    ];
+    for (error, kind) in cases {
+        assert_eq!(error.kind(), kind, "{error:?}");
+        assert!(!error.to_string().is_empty());
+        assert!(!error.is_interrupted());
+        assert_eq!(error.raw_os_error().is_some(), kind == ErrorKind::Os);
+    }
+    assert_eq!(Error::Closed.to_string(), "Selector is closed");
+    assert_eq!(Error::InvalidEvents(4).to_string(), "Invalid events: 0x4");
+    assert_eq!(os(libc::EPERM).raw_os_error(), Some(libc::EPERM));
+    assert!(os(libc::EINTR).is_interrupted());
+
+    // Into io::Error: the OS error comes back as is, the others get a kind.
+    let back: io::Error = os(libc::EBADF).into();
+    assert_eq!(back.raw_os_error(), Some(libc::EBADF));
+    let io_kind = |e: Error| io::Error::from(e).kind();
+    assert_eq!(io_kind(Error::InvalidFd(-1)), io::ErrorKind::InvalidInput);
+    assert_eq!(
+        io_kind(Error::AlreadyRegistered(3)),
+        io::ErrorKind::AlreadyExists
+    );
+    assert_eq!(io_kind(Error::NotRegistered(3)), io::ErrorKind::NotFound);
+
+    // A Rejected registration is an error too, and keeps what it hands back.
+    let rejected = Rejected {
+        error: Error::AlreadyRegistered(5),
+        fileobj: Fd(5),
+        data: "data",
+    };
+    assert_eq!(
+        rejected.to_string(),
+        Error::AlreadyRegistered(5).to_string()
+    );
+    assert!(format!("{rejected:?}").contains("AlreadyRegistered"));
+    assert_eq!(rejected.into_error().kind(), ErrorKind::Key);
+}
+
+#[test]
+fn backend_kinds_parse_by_name() {
+    for (name, kind) in [
+        ("select", BackendKind::Select),
+        ("poll", BackendKind::Poll),
+        ("epoll", BackendKind::Epoll),
+        ("default", BackendKind::Epoll),
+    ] {
+        assert_eq!(name.parse::<BackendKind>(), Ok(kind), "{name}");
+    }
+    assert_eq!(BackendKind::DEFAULT, BackendKind::Epoll);
+    assert_eq!(
+        BackendKind::ALL,
+        &[BackendKind::Select, BackendKind::Poll, BackendKind::Epoll]
+    );
+    for &kind in BackendKind::ALL {
+        assert_eq!(kind.name().parse::<BackendKind>(), Ok(kind));
+        assert_eq!(kind.to_string(), kind.name());
+    }
+    for unknown in ["kqueue", "devpoll", "", "EPOLL", " epoll", "Default"] {
+        let error = unknown.parse::<BackendKind>().unwrap_err();
+        assert_eq!(error, UnknownBackend(unknown.to_owned()));
+        let message = error.to_string();
+        assert!(message.contains(&format!("{unknown:?}")), "{message}");
+        assert!(
+            message.contains("select") && message.contains("epoll"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn default_selector_is_epoll_and_kinds_open_their_backend() {
+    let _fds = common::shared_fds();
+    let default = DefaultSelector::<Fd, ()>::new().unwrap();
+    assert_eq!(default.backend_name(), Some("epoll"));
+    let any_default = AnySelector::<Fd, ()>::new().unwrap();
+    assert_eq!(any_default.backend_name(), Some("epoll"));
+    for &kind in BackendKind::ALL {
+        let sel = AnySelector::<Fd, ()>::with_kind(kind).unwrap();
+        assert_eq!(sel.backend_name(), Some(kind.name()));
+        assert!(format!("{sel:?}").contains(kind.name()));
+    }
+}
+
+#[test]
+fn waker_is_send_sync_clone() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<Waker>();
+}

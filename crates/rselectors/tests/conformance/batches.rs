@@ -1,0 +1,144 @@
+//! Handling the events of one `select()`: the caller may register, modify
+//! and unregister anything between two `next_ready` calls, including the
+//! fd being handled; an event of a registration that is gone is never
+//! delivered, even when its number was registered again.
+
+use crate::common::{by_fd, dup2_onto, open, select_all, socketpair, BackendUnderTest};
+use rselectors::Events;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+const SOON: Duration = Duration::from_secs(5);
+
+crate::per_backend!(
+    event_unregistered_earlier_in_the_batch_is_not_delivered,
+    event_of_a_reregistered_fd_is_not_delivered,
+    mutate_while_iterating,
+    select_replaces_the_previous_batch,
+);
+
+/// `n` socket pairs whose first ends are readable: (readable end, peer).
+fn readable_pairs(n: usize) -> Vec<(UnixStream, UnixStream)> {
+    (0..n)
+        .map(|_| {
+            let (rd, mut peer) = socketpair();
+            peer.write_all(b"x").unwrap();
+            (rd, peer)
+        })
+        .collect()
+}
+
+/// Two ready fds; handling the first unregisters the second, and a new,
+/// readable socket takes the second's number and is registered: the stale
+/// event must not be delivered, as the old key's or as the new one's.
+fn event_unregistered_earlier_in_the_batch_is_not_delivered<M: BackendUnderTest>() {
+    let mut sel = open::<M, rselectors::Fd, &str>();
+    let mut pairs = readable_pairs(2);
+    let fds: Vec<RawFd> = pairs.iter().map(|(rd, _)| rd.as_raw_fd()).collect();
+    for &fd in &fds {
+        sel.register(rselectors::Fd(fd), Events::READ, "old")
+            .unwrap();
+    }
+    assert_eq!(sel.select(Some(SOON)).unwrap(), 2);
+    let (first, events) = sel.next_ready().unwrap();
+    assert_eq!(events, Events::READ);
+    let other = if first == fds[0] { 1 } else { 0 };
+    let other_fd = fds[other];
+
+    assert_eq!(sel.unregister(other_fd).unwrap().data, "old");
+    assert_eq!(sel.ready_keys().count(), 0);
+    let (new_rd, mut new_peer) = socketpair();
+    new_peer.write_all(b"y").unwrap();
+    let (old_rd, _old_peer) = pairs.remove(other);
+    let reused = dup2_onto(&new_rd, OwnedFd::from(old_rd));
+    sel.register(rselectors::Fd(other_fd), Events::READ, "new")
+        .unwrap();
+
+    assert_eq!(sel.next_ready(), None, "a stale event was delivered");
+    assert_eq!(sel.ready_keys().count(), 0);
+
+    // The next select reports the new registration.
+    let ready = select_all(&mut sel, SOON);
+    assert_eq!(
+        ready,
+        by_fd(vec![(first, Events::READ), (other_fd, Events::READ)])
+    );
+    assert_eq!(sel.get_key(other_fd).unwrap().data, "new");
+    drop(reused);
+}
+
+/// The same fd unregistered and registered again (same file) while its
+/// event waits in the batch: the event belonged to the old registration.
+fn event_of_a_reregistered_fd_is_not_delivered<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, u32>();
+    let pairs = readable_pairs(2);
+    let mut keep = Vec::new();
+    for (i, (rd, peer)) in pairs.into_iter().enumerate() {
+        sel.register(rd, Events::READ, i as u32).unwrap();
+        keep.push(peer);
+    }
+    assert_eq!(sel.select(Some(SOON)).unwrap(), 2);
+    let (first, _) = sel.next_ready().unwrap();
+    let other = sel.get_map().fds().find(|&fd| fd != first).unwrap();
+    let key = sel.unregister(other).unwrap();
+    sel.register(key.fileobj, Events::READ, 99).unwrap();
+    assert_eq!(sel.next_ready(), None, "a stale event was delivered");
+    assert_eq!(select_all(&mut sel, SOON).len(), 2);
+}
+
+/// While handling an event: re-register and modify the fd being handled,
+/// change another's data (its event stays), and narrow a third's events
+/// (its event is masked by the key's current events, and goes).
+fn mutate_while_iterating<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, u32>();
+    let mut peers = Vec::new();
+    for (i, (rd, peer)) in readable_pairs(3).into_iter().enumerate() {
+        sel.register(rd, Events::READ, i as u32).unwrap();
+        peers.push(peer);
+    }
+    assert_eq!(sel.select(Some(SOON)).unwrap(), 3);
+    let (current, events) = sel.next_ready().unwrap();
+    assert_eq!(events, Events::READ);
+
+    // The fd being handled: unregister, register again, modify.
+    let key = sel.unregister(current).unwrap();
+    sel.register(key.fileobj, Events::READ, 10).unwrap();
+    let key = sel
+        .modify(current, Events::READ | Events::WRITE, 11)
+        .unwrap();
+    assert_eq!((key.events, key.data), (Events::READ | Events::WRITE, 11));
+
+    let mut rest: Vec<RawFd> = sel.get_map().fds().filter(|&fd| fd != current).collect();
+    rest.sort();
+    let (kept, narrowed) = (rest[0], rest[1]);
+    sel.modify(kept, Events::READ, 20).unwrap();
+    sel.modify_events(narrowed, Events::WRITE).unwrap();
+    let pending: Vec<_> = sel.ready_keys().map(|(k, e)| (k.fd, k.data, e)).collect();
+    assert_eq!(pending, [(kept, 20, Events::READ)]);
+
+    assert_eq!(sel.next_ready(), Some((kept, Events::READ)));
+    assert_eq!(sel.next_ready(), None);
+
+    let want = by_fd(vec![
+        (current, Events::READ | Events::WRITE),
+        (kept, Events::READ),
+        (narrowed, Events::WRITE),
+    ]);
+    assert_eq!(select_all(&mut sel, SOON), want);
+}
+
+/// Events not taken from one `select` are gone after the next one.
+fn select_replaces_the_previous_batch<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, ()>();
+    let (rd, mut peer) = socketpair();
+    let fd = rd.as_raw_fd();
+    sel.register(rd, Events::READ, ()).unwrap();
+    peer.write_all(b"x").unwrap();
+    assert_eq!(sel.select(Some(SOON)).unwrap(), 1);
+    let mut buf = [0; 1];
+    std::io::Read::read_exact(&mut sel.get_key_mut(fd).unwrap().fileobj, &mut buf).unwrap();
+    assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
+    assert_eq!(sel.next_ready(), None);
+}

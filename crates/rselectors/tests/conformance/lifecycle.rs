@@ -1,0 +1,190 @@
+//! `close`, dropping, `get_key`, `get_map` and `fileno`: CPython's
+//! `test_close`, `test_context_manager`, `test_get_key`, `test_get_map`
+//! and `test_fileno`.
+
+use crate::common::{open, socketpair, BackendUnderTest};
+use rselectors::{BackendKind, Error, ErrorKind, Events};
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+crate::per_backend!(
+    close_makes_every_call_fail,
+    drop_closes_the_owned_file_objects,
+    get_key_and_get_key_mut,
+    get_map_is_a_live_read_only_view,
+    fileno_is_the_kernel_object,
+);
+
+/// True once the peer of `stream` was closed (a read returns end of file).
+fn peer_closed(mut stream: &UnixStream) -> bool {
+    let mut buf = [0; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == IoErrorKind::WouldBlock => false,
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
+fn assert_closed<T: std::fmt::Debug>(result: Result<T, Error>) {
+    let error = result.unwrap_err();
+    assert!(matches!(error, Error::Closed), "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::Runtime);
+}
+
+/// CPython's `test_close`: afterwards every call raises RuntimeError, and
+/// `close` itself may be called again.
+fn close_makes_every_call_fail<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, u32>();
+    let (rd, rd_peer) = socketpair();
+    let (wr, wr_peer) = socketpair();
+    let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+    sel.register(rd, Events::READ, 1).unwrap();
+    sel.register(wr, Events::WRITE, 2).unwrap();
+    // Leave an event untaken: close drops it.
+    assert_eq!(sel.select(Some(Duration::from_secs(5))).unwrap(), 1);
+
+    sel.close();
+    assert!(sel.is_closed());
+    sel.close();
+    assert!(sel.is_closed());
+
+    assert_eq!(sel.next_ready(), None);
+    assert_eq!(sel.ready_keys().count(), 0);
+    assert_closed(sel.get_key(rfd).map(|_| ()));
+    assert_closed(sel.get_key(wfd).map(|_| ()));
+    assert_closed(sel.get_key_mut(rfd).map(|_| ()));
+    assert_closed(sel.unregister(rfd).map(|_| ()));
+    assert_closed(sel.modify(rfd, Events::WRITE, 3).map(|_| ()));
+    assert_closed(sel.modify_events(rfd, Events::WRITE).map(|_| ()));
+    assert_closed(sel.select(Some(Duration::ZERO)));
+    assert_closed(sel.select(None));
+    assert_closed(sel.select_once(None));
+    assert_closed(sel.fileno());
+    assert_eq!(sel.backend_name(), None);
+
+    // The map is empty (CPython: the old mapping raises KeyError).
+    let map = sel.get_map();
+    assert!(map.is_empty() && map.get(rfd).is_none() && !map.contains_key(wfd));
+    assert_eq!((sel.len(), sel.is_empty()), (0, true));
+
+    // register refuses, and hands the file object and data back.
+    let (new, _new_peer) = socketpair();
+    let new_fd = new.as_raw_fd();
+    let rejected = sel.register(new, Events::READ, 4).unwrap_err();
+    assert!(matches!(rejected.error, Error::Closed));
+    assert_eq!((rejected.fileobj.as_raw_fd(), rejected.data), (new_fd, 4));
+
+    // The selector owned both sockets: closing it closed them.
+    assert!(peer_closed(&rd_peer));
+    assert!(peer_closed(&wr_peer));
+}
+
+/// CPython's `test_context_manager`: leaving the scope closes the selector
+/// and what it owns.
+fn drop_closes_the_owned_file_objects<M: BackendUnderTest>() {
+    let (rd, rd_peer) = socketpair();
+    let (wr, wr_peer) = socketpair();
+    {
+        let mut sel = open::<M, UnixStream, ()>();
+        sel.register(rd, Events::READ, ()).unwrap();
+        sel.register(wr, Events::WRITE, ()).unwrap();
+        assert!(!peer_closed(&rd_peer));
+    }
+    assert!(peer_closed(&rd_peer));
+    assert!(peer_closed(&wr_peer));
+}
+
+/// CPython's `test_get_key`, and mutable access to the file object and data.
+fn get_key_and_get_key_mut<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, String>();
+    let (rd, mut peer) = socketpair();
+    let fd = rd.as_raw_fd();
+    sel.register(rd, Events::READ, "data".to_owned()).unwrap();
+    let key = sel.get_key(fd).unwrap();
+    assert_eq!(
+        (key.fd, key.events, key.data.as_str()),
+        (fd, Events::READ, "data")
+    );
+    assert_eq!(key.fileobj.as_raw_fd(), fd);
+
+    for unknown in [999_999, fd + 1000] {
+        let error = sel.get_key(unknown).unwrap_err();
+        assert!(matches!(error, Error::NotRegistered(f) if f == unknown));
+        assert_eq!(error.kind(), ErrorKind::Key);
+        assert!(matches!(
+            sel.get_key_mut(unknown),
+            Err(Error::NotRegistered(_))
+        ));
+    }
+
+    let key = sel.get_key_mut(fd).unwrap();
+    assert_eq!((key.fd, key.events), (fd, Events::READ));
+    key.data.push_str(" changed");
+    key.fileobj.write_all(b"hi").unwrap();
+    assert_eq!(sel.get_key(fd).unwrap().data, "data changed");
+    let mut buf = [0; 2];
+    peer.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hi");
+}
+
+/// CPython's `test_get_map`: a read-only view that follows the selector.
+fn get_map_is_a_live_read_only_view<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, &str>();
+    let (rd, wr) = socketpair();
+    let (rfd, wfd) = (rd.as_raw_fd(), wr.as_raw_fd());
+
+    let map = sel.get_map();
+    assert!(map.is_empty());
+    assert_eq!(map.len(), 0);
+    assert_eq!(map.iter().count(), 0);
+
+    sel.register(rd, Events::READ, "data").unwrap();
+    let map = sel.get_map();
+    assert!(map.contains_key(rfd));
+    assert!(!map.contains_key(wfd) && !map.contains_key(999_999) && !map.contains_key(-1));
+    let key = map.get(rfd).unwrap();
+    assert_eq!((key.fd, key.events, key.data), (rfd, Events::READ, "data"));
+    assert_eq!(map.len(), 1);
+    assert_eq!(map.fds().collect::<Vec<_>>(), [rfd]);
+    assert_eq!(map.iter().map(|k| k.data).collect::<Vec<_>>(), ["data"]);
+    assert!(map.get(999_999).is_none());
+
+    sel.register(wr, Events::WRITE, "other").unwrap();
+    let map = sel.get_map();
+    assert_eq!(map.len(), 2);
+    assert_eq!(map.iter().len(), 2);
+    let mut fds: Vec<_> = map.fds().collect();
+    fds.sort();
+    let mut expected = [rfd, wfd];
+    expected.sort();
+    assert_eq!(fds, expected);
+    let mut seen: Vec<_> = map.into_iter().map(|k| (k.fd, k.events, k.data)).collect();
+    seen.sort_by_key(|&(fd, _, _)| fd);
+    let mut want = vec![(rfd, Events::READ, "data"), (wfd, Events::WRITE, "other")];
+    want.sort_by_key(|&(fd, _, _)| fd);
+    assert_eq!(seen, want);
+
+    sel.unregister(rfd).unwrap();
+    let map = sel.get_map();
+    assert_eq!(map.len(), 1);
+    assert!(!map.contains_key(rfd) && map.contains_key(wfd));
+    assert_eq!(map.fds().collect::<Vec<_>>(), [wfd]);
+    assert_eq!(sel.len(), 1);
+}
+
+/// CPython's `test_fileno`: epoll has a kernel object, select and poll none.
+fn fileno_is_the_kernel_object<M: BackendUnderTest>() {
+    let sel = open::<M, UnixStream, ()>();
+    let other = open::<M, UnixStream, ()>();
+    match (sel.fileno().unwrap(), other.fileno().unwrap()) {
+        (Some(fd), Some(other_fd)) => {
+            assert_eq!(M::KIND, BackendKind::Epoll);
+            assert!(fd >= 0 && other_fd >= 0 && fd != other_fd);
+        }
+        (None, None) => assert_ne!(M::KIND, BackendKind::Epoll),
+        mixed => panic!("{mixed:?}"),
+    }
+}
