@@ -148,11 +148,14 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// [`Selector::next_ready`] are dropped.
     pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        lookup(&self.table, fd)?;
+        if fd < 0 {
+            return Err(Error::InvalidFd(fd));
+        }
+        let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
         // The OS may have forgotten the descriptor already (closed, EBADF /
         // ENOENT); CPython ignores that too, and the key goes either way.
         let _ = backend.remove(fd);
-        Ok(self.table.remove(fd).expect("checked above").key)
+        Ok(slot.key)
     }
 
     /// Changes the events and the data of `fd`'s registration.

@@ -116,8 +116,12 @@ pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
         Some(t) => {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(libc::c_int::MAX as u128) as libc::c_int
+            // u64 arithmetic (u128 division is a libcall on x86-64).
+            let ms = t
+                .as_secs()
+                .saturating_mul(1_000)
+                .saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
+            ms.min(libc::c_int::MAX as u64) as libc::c_int
         }
     }
 }
