@@ -38,14 +38,13 @@ type ReadyKeys = Vec<(Py<PyAny>, u32)>;
 impl PySelector {
     /// Takes the `count` ready events of the last wait (no Python code
     /// runs here).
-    fn take_ready(&mut self, py: Python<'_>, count: usize) -> ReadyKeys {
-        let sel = &mut self.inner;
+    fn take_ready(&self, py: Python<'_>, count: usize) -> ReadyKeys {
         let mut ready = Vec::with_capacity(count);
-        while let Some((fd, events)) = sel.next_ready() {
-            if let Ok(key) = sel.get_key(fd) {
-                ready.push((key.data.clone_ref(py), events.bits()));
-            }
-        }
+        ready.extend(
+            self.inner
+                .ready_keys()
+                .map(|(key, events)| (key.data.clone_ref(py), events.bits())),
+        );
         ready
     }
 }
@@ -157,7 +156,6 @@ impl PySelector {
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let mask = parse_events(events)?;
         let fd = lookup_fd(slf, fileobj)?;
         let found = slf
             .try_borrow()?
@@ -165,6 +163,8 @@ impl PySelector {
             .get_key(fd)
             .map(|k| (k.data.clone_ref(py), k.events));
         let (old_key, old_events) = found.map_err(|e| to_pyerr(py, e, fileobj))?;
+        // CPython looks the file object up before it checks the mask.
+        let mask = parse_events(events)?;
         let old_key = old_key.into_bound(py);
         let none = py.None().into_bound(py);
         let data = data.unwrap_or(&none);

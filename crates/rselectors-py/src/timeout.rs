@@ -17,7 +17,9 @@ pub(crate) fn parse_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Opti
     if seconds <= 0.0 {
         return Ok(Some(Duration::ZERO));
     }
+    // A positive timeout below a nanosecond must still wait (the core
+    // rounds it up), not become a busy zero-timeout poll.
     Duration::try_from_secs_f64(seconds)
-        .map(Some)
+        .map(|d| Some(d.max(Duration::from_nanos(1))))
         .map_err(|_| PyOverflowError::new_err("timeout is too large"))
 }

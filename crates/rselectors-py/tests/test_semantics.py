@@ -128,6 +128,7 @@ def test_lookup_errors_match(pair, socketpair):
             lambda s: s.unregister(wr),
             lambda s: s.unregister(BAD_FILEOBJ),
             lambda s: s.modify(999999, READ),
+            lambda s: s.modify(999999, 99),  # lookup before the mask check
             lambda s: s.modify(wr, READ),
             lambda s: s.modify(BAD_FILEOBJ, READ),
             lambda s: s.get_key(999999),
@@ -330,6 +331,33 @@ def test_select_timeouts(ours, socketpair):
         ours.select(float("inf"))
     with pytest.raises(TypeError):
         ours.select("1")
+
+
+@pytest.mark.parametrize("name", ["PollSelector", "EpollSelector"])
+def test_tiny_timeout_still_waits(name, socketpair):
+    # 1e-10 s rounds up to the backend's 1 ms, never down to a busy poll.
+    rd, _ = socketpair()
+    with getattr(rselectors, name)() as sel:
+        sel.register(rd, READ)
+        start = time.monotonic()
+        for _ in range(50):
+            assert sel.select(1e-10) == []
+        assert time.monotonic() - start >= 0.05
+
+
+@pytest.mark.parametrize("name", ["SelectSelector", "PollSelector", "EpollSelector"])
+def test_closed_or_huge_descriptor_is_refused(name):
+    # CPython's poll and select selectors accept these and fail (or report
+    # POLLNVAL) later; rselectors refuses them at register, as epoll does,
+    # and sizes no table by the number.
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with getattr(rselectors, name)() as sel:
+        for fd in (r, 2**31 - 1):
+            with pytest.raises((OSError, ValueError)):
+                sel.register(fd, READ)
+        assert len(sel.get_map()) == 0
 
 
 def test_empty_select(ours):

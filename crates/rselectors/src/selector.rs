@@ -1,6 +1,6 @@
 //! The generic front: every rule of the selectors API, for any backend.
 
-use crate::sys::{AnyBackend, Backend, BackendKind, ReadyList, Waiter};
+use crate::sys::{AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter};
 use crate::table::{KeyTable, Map, Slot};
 use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
 use std::fmt;
@@ -122,13 +122,6 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
                 data,
             });
         }
-        // Room for one ready entry per key, so select() never allocates.
-        let wanted = self.table.len() + 1;
-        if self.ready.entries.capacity() < wanted {
-            self.ready
-                .entries
-                .reserve(wanted - self.ready.entries.len());
-        }
         let serial = self.next_serial;
         self.next_serial += 1;
         let key = SelectorKey {
@@ -225,23 +218,33 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         self.ready.entries.clear();
         self.cursor = 0;
+        make_room(&mut self.ready, self.table.len());
         backend.wait(&mut self.ready, timeout)?;
-        Ok(self.resolve_ready())
+        Ok(self.resolve_ready(u64::MAX))
     }
 
-    /// Keeps the ready entries of registered descriptors, masked with their
-    /// keys' events and stamped with the registration's serial.
-    fn resolve_ready(&mut self) -> usize {
+    /// Keeps the ready entries of registrations older than `serial_limit`,
+    /// masked with their keys' events and stamped with the registration's
+    /// serial.
+    fn resolve_ready(&mut self, serial_limit: u64) -> usize {
         let table = &self.table;
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {
-            Some(slot) => {
+            Some(slot) if slot.serial < serial_limit => {
                 r.events &= slot.key.events;
                 r.serial = slot.serial;
                 !r.events.is_empty()
             }
-            None => false,
+            _ => false,
         });
         self.ready.entries.len()
+    }
+
+    /// The key of a stored ready entry and the events to report, if its
+    /// registration still stands.
+    fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
+        let slot = self.table.get(r.fd).filter(|s| s.serial == r.serial)?;
+        let events = r.events & slot.key.events;
+        (!events.is_empty()).then_some((&slot.key, events))
     }
 
     /// Takes a wait out of the selector, to run where the selector is not
@@ -257,27 +260,34 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let mut ready = std::mem::take(&mut self.ready);
         self.cursor = 0;
         ready.entries.clear();
-        ready.entries.reserve(self.table.len());
+        make_room(&mut ready, self.table.len());
         Ok(DetachedWait {
             waiter: backend.detach(),
             ready,
+            first_new_serial: self.next_serial,
         })
     }
 
     /// Brings back a detached wait and makes its results those of the
     /// last `select` (see [`Selector::next_ready`]); returns how many are
-    /// ready. Results for descriptors unregistered meanwhile are dropped.
+    /// ready. Results for registrations removed meanwhile are dropped.
+    /// So are those for registrations made meanwhile when the wait ran on a
+    /// snapshot (poll, select: it saw the file that had the number before;
+    /// the next `select` reports the new one). An epoll wait watches the
+    /// live interest set and reports them, as CPython does; like CPython,
+    /// it cannot tell an event that the kernel delivered just before the
+    /// number changed hands from one for the new file.
     pub fn attach_wait(&mut self, wait: DetachedWait<B::Waiter>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
+        let serial_limit = if wait.waiter.sees_later_registrations() {
+            u64::MAX
+        } else {
+            wait.first_new_serial
+        };
         backend.reattach(wait.waiter);
         self.ready = wait.ready;
         self.cursor = 0;
-        if self.ready.entries.capacity() < self.table.len() {
-            self.ready
-                .entries
-                .reserve(self.table.len() - self.ready.entries.len());
-        }
-        Ok(self.resolve_ready())
+        Ok(self.resolve_ready(serial_limit))
     }
 
     /// The next ready descriptor of the last `select`, with the events it
@@ -290,11 +300,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn next_ready(&mut self) -> Option<(RawFd, Events)> {
         while let Some(r) = self.ready.entries.get(self.cursor) {
             self.cursor += 1;
-            if let Some(slot) = self.table.get(r.fd) {
-                let events = r.events & slot.key.events;
-                if slot.serial == r.serial && !events.is_empty() {
-                    return Some((r.fd, events));
-                }
+            if let Some((key, events)) = self.live(r) {
+                return Some((key.fd, events));
             }
         }
         None
@@ -303,14 +310,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// The ready keys of the last `select` not yet taken by `next_ready`,
     /// with their events: Python's `select()` list, read-only.
     pub fn ready_keys(&self) -> impl Iterator<Item = (&SelectorKey<F, D>, Events)> {
-        let table = &self.table;
         self.ready.entries[self.cursor..]
             .iter()
-            .filter_map(move |r| {
-                let slot = table.get(r.fd).filter(|s| s.serial == r.serial)?;
-                let events = r.events & slot.key.events;
-                (!events.is_empty()).then_some((&slot.key, events))
-            })
+            .filter_map(move |r| self.live(r))
     }
 
     /// The key registered for `fd`.
@@ -375,6 +377,15 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 }
 
+/// Gives `ready` room for one entry per registration, so that a backend's
+/// `wait` never allocates; in steady state this is one comparison.
+fn make_room(ready: &mut ReadyList, registered: usize) {
+    let wanted = registered.max(1);
+    if ready.entries.capacity() < wanted {
+        ready.entries.reserve(wanted - ready.entries.len());
+    }
+}
+
 /// The slot of `fd`: `InvalidFd` for a negative number (Python's
 /// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
 fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
@@ -399,6 +410,9 @@ impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
 pub struct DetachedWait<W> {
     waiter: W,
     ready: ReadyList,
+    /// Registrations from this serial on were made after the wait was
+    /// detached; what it saw for their descriptor numbers was another file.
+    first_new_serial: u64,
 }
 
 impl<W: Waiter> DetachedWait<W> {

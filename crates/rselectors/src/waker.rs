@@ -42,7 +42,7 @@ impl Waker {
         eventfd::signal(&self.fd)
     }
 
-    /// True if both handles wake the same selector.
+    /// True if both handles share one eventfd (one is a clone of the other).
     pub fn same_as(&self, other: &Waker) -> bool {
         std::sync::Arc::ptr_eq(&self.fd, &other.fd)
     }

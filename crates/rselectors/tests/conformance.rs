@@ -11,6 +11,8 @@ mod common;
 
 #[path = "conformance/batches.rs"]
 mod batches;
+#[path = "conformance/detached.rs"]
+mod detached;
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
 #[path = "conformance/registration.rs"]

@@ -9,7 +9,8 @@
 //!
 //! The model knows where the mechanisms differ legitimately (as they do in
 //! CPython):
-//! - A file closed behind the selector's back: epoll refuses to register or
+//! - A closed file cannot be registered on any backend (`EBADF`).
+//! - A file closed behind the selector's back: epoll refuses to
 //!   modify it (`EBADF`) and forgets it; select(2) fails with `EBADF`;
 //!   poll(2) reports `POLLNVAL`, i.e. both events.
 //! - A pipe's read end whose writer is gone: poll and epoll report the
@@ -25,6 +26,7 @@ use common::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rselectors::{Backend, BackendKind, ErrorKind, Events, Fd, Selector};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -322,15 +324,16 @@ impl Lockstep {
             Op::Register { file, mask } => {
                 let (fd, events) = (self.world.fds[file], Events::from_bits_retain(mask));
                 for (name, sel, model) in &mut self.subjects {
-                    let expected = if !events.is_valid_mask() {
-                        Err(ErrorKind::Value)
-                    } else if model.keys.contains_key(&file) {
-                        Err(ErrorKind::Key)
-                    } else if !self.world.is_open(file) && model.kind == BackendKind::Epoll {
-                        Err(ErrorKind::Os)
-                    } else {
-                        model.keys.insert(file, (events, step));
-                        Ok((fd, events, step))
+                    let open = self.world.is_open(file);
+                    let expected = match model.keys.entry(file) {
+                        _ if !events.is_valid_mask() => Err(ErrorKind::Value),
+                        Entry::Occupied(_) => Err(ErrorKind::Key),
+                        // Every backend refuses a closed descriptor (EBADF).
+                        Entry::Vacant(_) if !open => Err(ErrorKind::Os),
+                        Entry::Vacant(slot) => {
+                            slot.insert((events, step));
+                            Ok((fd, events, step))
+                        }
                     };
                     prop_assert_eq!(sel.register(fd, events, step), expected, "{}", name);
                 }

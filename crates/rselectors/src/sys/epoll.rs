@@ -13,10 +13,10 @@ pub struct EpollBackend {
     /// Shared with detached waiters, so closing the selector while one
     /// waits cannot close (and let the number be reused) under it.
     epfd: Arc<OwnedFd>,
-    /// Room for one event per watched descriptor (CPython's `max_ev`), so a
-    /// single `epoll_wait` can report everything that is ready.
+    /// The kernel's output buffer, sized like `ready` (one entry per
+    /// registration, CPython's `max_ev`), so that a single `epoll_wait` can
+    /// report everything that is ready.
     events: Vec<libc::epoll_event>,
-    watched: usize,
 }
 
 /// A detached `epoll_wait` ([`Backend::detach`]).
@@ -57,8 +57,10 @@ fn wait_into(
     ready: &mut ReadyList,
     timeout: Option<Duration>,
 ) -> io::Result<()> {
-    if events.capacity() == 0 {
-        events.reserve(1);
+    // Grows only when registrations did (the front sizes `ready`).
+    let wanted = ready.entries.capacity().max(1);
+    if events.capacity() < wanted {
+        events.reserve(wanted - events.len());
     }
     let max = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
     events.clear();
@@ -109,8 +111,7 @@ impl Backend for EpollBackend {
         let epfd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(EpollBackend {
             epfd,
-            events: Vec::with_capacity(1),
-            watched: 0,
+            events: Vec::new(),
         })
     }
 
@@ -119,12 +120,7 @@ impl Backend for EpollBackend {
     }
 
     fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events)?;
-        self.watched += 1;
-        if self.events.capacity() < self.watched {
-            self.events.reserve(self.watched);
-        }
-        Ok(())
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events)
     }
 
     fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
@@ -132,7 +128,6 @@ impl Backend for EpollBackend {
     }
 
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        self.watched = self.watched.saturating_sub(1);
         self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty())
     }
 
@@ -154,14 +149,15 @@ impl Backend for EpollBackend {
 
     fn reattach(&mut self, waiter: EpollWaiter) {
         self.events = waiter.events;
-        if self.events.capacity() < self.watched {
-            self.events.reserve(self.watched);
-        }
     }
 }
 
 impl Waiter for EpollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(&self.epfd, &mut self.events, ready, timeout)
+    }
+
+    fn sees_later_registrations(&self) -> bool {
+        true
     }
 }

@@ -38,7 +38,9 @@ pub trait Backend {
         None
     }
 
-    /// Starts watching `fd` (not watched yet) for `events`.
+    /// Starts watching `fd` for `events`. The selector has checked that
+    /// `fd` is not negative, not watched yet, below [`Backend::fd_limit`],
+    /// and that `events` is a valid mask.
     fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()>;
 
     /// Changes the events of a watched `fd`.
@@ -54,8 +56,8 @@ pub trait Backend {
     /// Error and hang-up conditions are reported as CPython reports them:
     /// a condition other than "writable" counts as `READ`, one other than
     /// "readable" counts as `WRITE`; the selector then masks with the key.
-    /// `ready` has room for one entry per watched descriptor, so pushing
-    /// never allocates.
+    /// The selector gives `ready` room for one entry per registration, so
+    /// pushing never allocates.
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
 
     /// The kernel object's descriptor (epoll's), if there is one.
@@ -79,6 +81,14 @@ pub trait Backend {
 pub trait Waiter: Send {
     /// Like [`Backend::wait`].
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// True if the wait watches the kernel's live interest set (epoll), so
+    /// that it reports descriptors registered after it was detached; false
+    /// if it waits on a snapshot (poll, select), whose results for a number
+    /// registered later belong to the file that had the number before.
+    fn sees_later_registrations(&self) -> bool {
+        false
+    }
 }
 
 /// One ready descriptor, as stored between `select()` and `next_ready()`.
@@ -235,13 +245,14 @@ impl AnyBackend {
     }
 }
 
+/// One match arm per backend, for the run-time-chosen enums.
 macro_rules! dispatch {
-    ($self:ident, $b:ident => $e:expr) => {
+    ($enum:ident, $self:ident, $b:ident => $e:expr) => {
         match $self {
-            AnyBackend::Select($b) => $e,
-            AnyBackend::Poll($b) => $e,
+            $enum::Select($b) => $e,
+            $enum::Poll($b) => $e,
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            AnyBackend::Epoll($b) => $e,
+            $enum::Epoll($b) => $e,
         }
     };
 }
@@ -263,12 +274,10 @@ pub enum AnyWaiter {
 
 impl Waiter for AnyWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            AnyWaiter::Select(w) => w.wait(ready, timeout),
-            AnyWaiter::Poll(w) => w.wait(ready, timeout),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            AnyWaiter::Epoll(w) => w.wait(ready, timeout),
-        }
+        dispatch!(AnyWaiter, self, w => w.wait(ready, timeout))
+    }
+    fn sees_later_registrations(&self) -> bool {
+        dispatch!(AnyWaiter, self, w => w.sees_later_registrations())
     }
 }
 
@@ -279,29 +288,29 @@ impl Backend for AnyBackend {
         AnyBackend::open_kind(BackendKind::DEFAULT)
     }
     fn name(&self) -> &'static str {
-        dispatch!(self, b => b.name())
+        dispatch!(AnyBackend, self, b => b.name())
     }
     fn fd_limit(&self) -> Option<RawFd> {
-        dispatch!(self, b => b.fd_limit())
+        dispatch!(AnyBackend, self, b => b.fd_limit())
     }
     #[inline]
     fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        dispatch!(self, b => b.add(fd, events))
+        dispatch!(AnyBackend, self, b => b.add(fd, events))
     }
     #[inline]
     fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        dispatch!(self, b => b.modify(fd, events))
+        dispatch!(AnyBackend, self, b => b.modify(fd, events))
     }
     #[inline]
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        dispatch!(self, b => b.remove(fd))
+        dispatch!(AnyBackend, self, b => b.remove(fd))
     }
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        dispatch!(self, b => b.wait(ready, timeout))
+        dispatch!(AnyBackend, self, b => b.wait(ready, timeout))
     }
     fn fileno(&self) -> Option<RawFd> {
-        dispatch!(self, b => b.fileno())
+        dispatch!(AnyBackend, self, b => b.fileno())
     }
     fn detach(&mut self) -> AnyWaiter {
         match self {
@@ -322,6 +331,14 @@ impl Backend for AnyBackend {
             _ => {}
         }
     }
+}
+
+/// `Ok` if `fd` is an open descriptor, `EBADF` if not: what epoll_ctl
+/// answers for a closed one, for the backends whose kernel call would not.
+pub(crate) fn check_open(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD takes no argument and only reads the descriptor's flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(())
 }
 
 /// Converts a `-1`-on-error libc return value into an `io::Result`.

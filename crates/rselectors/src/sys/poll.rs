@@ -1,6 +1,6 @@
 //! `poll(2)`: one `pollfd` per descriptor, kept between calls.
 
-use super::{cvt, timeout_millis, Backend, ReadyList, Waiter};
+use super::{check_open, cvt, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -12,14 +12,22 @@ pub struct PollBackend {
     pollfds: Vec<libc::pollfd>,
     /// `position[fd]` is the index of fd's entry in `pollfds`.
     position: Vec<u32>,
-    /// A buffer for the next detached waiter's snapshot.
-    spare: Vec<libc::pollfd>,
+    /// Counts changes to `pollfds`, to tell whether a snapshot is current.
+    generation: u64,
+    /// The last detached waiter's snapshot, kept for reuse.
+    spare: Snapshot,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    pollfds: Vec<libc::pollfd>,
+    generation: u64,
 }
 
 /// A detached `poll`, over a snapshot of the interest set ([`Backend::detach`]).
 #[derive(Debug)]
 pub struct PollWaiter {
-    pollfds: Vec<libc::pollfd>,
+    snapshot: Snapshot,
 }
 
 /// One `poll` over `pollfds`, results onto `ready`.
@@ -37,12 +45,10 @@ fn wait_into(
             timeout_millis(timeout),
         )
     })?;
-    if n > 0 {
-        for p in pollfds.iter() {
-            if p.revents != 0 {
-                ready.push(p.fd, readiness(p.revents));
-            }
-        }
+    // poll(2) returns how many entries have non-zero `revents`.
+    let found = pollfds.iter().filter(|p| p.revents != 0).take(n as usize);
+    for p in found {
+        ready.push(p.fd, readiness(p.revents));
     }
     Ok(())
 }
@@ -92,10 +98,14 @@ impl Backend for PollBackend {
     }
 
     fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+        // poll(2) takes any number; refuse a closed one as epoll does (and
+        // before the index is sized by it: `Fd(i32::MAX)` must not cost 8 GiB).
+        check_open(fd)?;
         let i = fd as usize;
         if i >= self.position.len() {
             self.position.resize(i + 1, u32::MAX);
         }
+        self.generation += 1;
         self.position[i] = self.pollfds.len() as u32;
         self.pollfds.push(libc::pollfd {
             fd,
@@ -107,6 +117,7 @@ impl Backend for PollBackend {
 
     fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
         self.slot(fd)?.events = interest(events);
+        self.generation += 1;
         Ok(())
     }
 
@@ -115,6 +126,7 @@ impl Backend for PollBackend {
         let i = self.position[fd as usize] as usize;
         self.position[fd as usize] = u32::MAX;
         self.pollfds.swap_remove(i);
+        self.generation += 1;
         if let Some(moved) = self.pollfds.get(i) {
             self.position[moved.fd as usize] = i as u32;
         }
@@ -127,19 +139,24 @@ impl Backend for PollBackend {
     }
 
     fn detach(&mut self) -> PollWaiter {
-        let mut pollfds = std::mem::take(&mut self.spare);
-        pollfds.clear();
-        pollfds.extend_from_slice(&self.pollfds);
-        PollWaiter { pollfds }
+        let mut snapshot = std::mem::take(&mut self.spare);
+        // poll(2) ignores `revents` on input, so a current snapshot is
+        // reused as it is. Generation 0 is "never copied" (`add` bumps it).
+        if snapshot.generation != self.generation || snapshot.pollfds.is_empty() {
+            snapshot.pollfds.clear();
+            snapshot.pollfds.extend_from_slice(&self.pollfds);
+            snapshot.generation = self.generation;
+        }
+        PollWaiter { snapshot }
     }
 
     fn reattach(&mut self, waiter: PollWaiter) {
-        self.spare = waiter.pollfds;
+        self.spare = waiter.snapshot;
     }
 }
 
 impl Waiter for PollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        wait_into(&mut self.pollfds, ready, timeout)
+        wait_into(&mut self.snapshot.pollfds, ready, timeout)
     }
 }

@@ -1,6 +1,6 @@
 //! `select(2)`: two `fd_set`s, limited to descriptors below `FD_SETSIZE`.
 
-use super::{cvt, Backend, ReadyList, Waiter};
+use super::{check_open, cvt, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -81,6 +81,8 @@ impl Backend for SelectBackend {
         if !(0..LIMIT).contains(&fd) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        // select(2) would fail every wait with EBADF: refuse it here instead.
+        check_open(fd)?;
         self.watch(fd, events);
         self.max_fd = self.max_fd.max(fd);
         Ok(())
@@ -147,12 +149,10 @@ impl Waiter for SelectWaiter {
         // Round up to the microsecond; cap the seconds far below time_t's
         // range so the kernel's arithmetic cannot overflow.
         let mut tv = timeout.map(|t| {
-            let micros = t
-                .as_nanos()
-                .div_ceil(1_000)
-                .min(i32::MAX as u128 * 1_000_000);
+            let micros = t.subsec_nanos().div_ceil(1_000);
+            let secs = t.as_secs().min(i32::MAX as u64) + u64::from(micros / 1_000_000);
             libc::timeval {
-                tv_sec: (micros / 1_000_000) as libc::time_t,
+                tv_sec: secs as libc::time_t,
                 tv_usec: (micros % 1_000_000) as libc::suseconds_t,
             }
         });
@@ -169,15 +169,21 @@ impl Waiter for SelectWaiter {
                 tv_ptr,
             )
         })?;
-        if n > 0 {
-            for fd in 0..=self.max_fd {
-                let mut events = Events::empty();
-                events.set(Events::READ, is_set(&readable, fd));
-                events.set(Events::WRITE, is_set(&writable, fd));
-                if !events.is_empty() {
-                    ready.push(fd, events);
+        let mut left = n;
+        let mut fd = 0;
+        while left > 0 && fd <= self.max_fd {
+            let mut events = Events::empty();
+            // select(2) counts a descriptor once per set it is ready in.
+            for (set, event) in [(&readable, Events::READ), (&writable, Events::WRITE)] {
+                if is_set(set, fd) {
+                    events |= event;
+                    left -= 1;
                 }
             }
+            if !events.is_empty() {
+                ready.push(fd, events);
+            }
+            fd += 1;
         }
         Ok(())
     }

@@ -49,11 +49,18 @@ pub fn take_received() -> Option<libc::c_int> {
 /// Runs in signal context: an atomic store, an atomic load
 /// (`OnceLock::get`) and `write(2)`, all async-signal-safe.
 extern "C" fn on_signal(signo: libc::c_int) {
+    // The interrupted code may be about to read errno: leave it as it was.
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
     RECEIVED.store(signo, Ordering::SeqCst);
     if let Some(waker) = WAKER.get() {
         // Nothing can be reported from here; the flag is set anyway.
         let _ = waker.wake();
     }
+    // SAFETY: as above.
+    unsafe { *errno = saved };
 }
 
 /// Sets what `signo` does, with `SA_RESTART` so that blocking calls
