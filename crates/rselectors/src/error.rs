@@ -76,7 +76,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidEvents(bits) => write!(f, "Invalid events: {bits:#x}"),
+            Error::InvalidEvents(bits) => write!(f, "Invalid events: {bits}"),
             Error::InvalidFd(fd) => write!(f, "Invalid file descriptor: {fd}"),
             Error::FdOutOfRange { fd, limit } => write!(
                 f,

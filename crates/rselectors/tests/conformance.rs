@@ -51,7 +51,7 @@ fn error_kinds_name_the_python_exceptions() {
         assert_eq!(error.raw_os_error().is_some(), kind == ErrorKind::Os);
     }
     assert_eq!(Error::Closed.to_string(), "Selector is closed");
-    assert_eq!(Error::InvalidEvents(4).to_string(), "Invalid events: 0x4");
+    assert_eq!(Error::InvalidEvents(4).to_string(), "Invalid events: 4");
     assert_eq!(os(libc::EPERM).raw_os_error(), Some(libc::EPERM));
     assert!(os(libc::EINTR).is_interrupted());
 
