@@ -12,19 +12,28 @@
 //! bounded and the others keep chatting); a line over [`MAX_LINE`] bytes
 //! gets an error line and the connection is closed; bytes that are not
 //! UTF-8 are relayed as they are.
+//!
+//! With `--threads N` there are N event loops (see [`crate::loops`]). A
+//! loop delivers a line to its own clients at once and collects what it
+//! broadcast during one round of events; at the end of the round it posts
+//! that batch to every other loop's inbox (one lock and at most one
+//! wake-up per loop per round), and each of them appends it to its own
+//! clients' output. Loop 0 has the console and the signals.
 
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::lines::LineBuffer;
 use crate::logging::{debug, info, say, warning};
-use crate::server::{Client, Event, Server};
+use crate::loops::{self, Loops};
+use crate::server::{print_summary, Client, Event, Server};
 use crate::signals;
 use crate::stdin::{self, Stdin};
-use rselectors::{BackendKind, Events};
+use rselectors::{BackendKind, Events, Waker};
 use std::io::{self, Write};
 use std::mem;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest line a client may send, in bytes (without its newline).
@@ -68,9 +77,26 @@ impl Client for ChatClient {
     }
 }
 
-/// The chat server's state around the shared [`Server`].
-struct ChatServer {
+/// What the loops of `--threads` post to each other: bytes for all their
+/// clients (whole lines, in the order they were broadcast).
+type Broadcast = Arc<[u8]>;
+
+/// A loop's link to the other loops.
+struct Peers<'a> {
+    loops: &'a Loops<Broadcast>,
+    /// This loop's number.
+    index: usize,
+    /// What this loop broadcast during the current round, for the others.
+    outgoing: Vec<u8>,
+    /// Reused list to take the inbox into.
+    inbox: Vec<Broadcast>,
+}
+
+/// The chat server's state around the shared [`Server`] (one per loop).
+struct ChatServer<'a> {
     server: Server<ChatClient>,
+    /// The other loops, if there are any.
+    peers: Option<Peers<'a>>,
     max_backlog: usize,
     console_lines: LineBuffer,
     /// Reused buffers: a read, a broadcast message, the list of clients.
@@ -81,34 +107,124 @@ struct ChatServer {
     lingering: Vec<(RawFd, Instant)>,
 }
 
-/// Runs the chat server until SIGINT, SIGTERM or the console's `quit`.
-pub fn run(addr: &str, kind: BackendKind, max_backlog: usize) -> io::Result<()> {
-    let mut chat = ChatServer {
-        server: Server::bind(addr, kind)?,
-        max_backlog,
-        console_lines: LineBuffer::new(MAX_CONSOLE_LINE),
-        scratch: vec![0; READ_CHUNK],
-        message: Vec::new(),
-        fds: Vec::new(),
-        lingering: Vec::new(),
-    };
-    chat.start_console();
-    while !chat.server.is_stopping() {
-        let deadline = chat.lingering.iter().map(|&(_, at)| at).min();
-        chat.server.wait(deadline)?;
-        while let Some(event) = chat.server.next_event() {
-            match event {
-                Event::Console(fd) => chat.console_ready(fd),
-                Event::Client(fd, mask) => chat.client_ready(fd, mask),
-            }
-        }
-        chat.close_expired_lingering();
+/// Runs the chat server with `threads` event loops until SIGINT, SIGTERM
+/// or the console's `quit`.
+pub fn run(addr: &str, kind: BackendKind, max_backlog: usize, threads: usize) -> io::Result<()> {
+    if threads <= 1 {
+        let mut chat = ChatServer::new(Server::bind(addr, kind)?, None, max_backlog);
+        chat.start_console();
+        chat.event_loop()?;
+        chat.server.finish();
+        return Ok(());
     }
-    chat.server.finish();
+    let listeners = loops::bind_listeners(addr, threads)?;
+    let loops: Loops<Broadcast> = Loops::new(threads)?;
+    signals::install(&loops.waker(0))?;
+    say!("listening on {}", listeners[0].local_addr()?);
+    let stats = loops::run(&loops, listeners, |index, listener| {
+        run_loop(&loops, index, listener, kind, max_backlog)
+    })?;
+    let reason = loops.stop_reason();
+    print_summary(reason.as_deref().unwrap_or("done"), stats);
     Ok(())
 }
 
-impl ChatServer {
+/// Loop `index` of `loops`, until one of them stops.
+fn run_loop(
+    loops: &Loops<Broadcast>,
+    index: usize,
+    listener: TcpListener,
+    kind: BackendKind,
+    max_backlog: usize,
+) -> io::Result<crate::server::Stats> {
+    let waker: Waker = loops.waker(index);
+    let server = Server::on_listener(listener, kind, waker, index == 0)?;
+    let peers = Peers {
+        loops,
+        index,
+        outgoing: Vec::new(),
+        inbox: Vec::new(),
+    };
+    let mut chat = ChatServer::new(server, Some(peers), max_backlog);
+    if index == 0 {
+        chat.start_console();
+    }
+    chat.event_loop()?;
+    if let Some(reason) = chat.server.stop_reason() {
+        loops.stop_all(reason);
+    }
+    Ok(chat.server.close_all())
+}
+
+impl<'a> ChatServer<'a> {
+    fn new(server: Server<ChatClient>, peers: Option<Peers<'a>>, max_backlog: usize) -> Self {
+        ChatServer {
+            server,
+            peers,
+            max_backlog,
+            console_lines: LineBuffer::new(MAX_CONSOLE_LINE),
+            scratch: vec![0; READ_CHUNK],
+            message: Vec::new(),
+            fds: Vec::new(),
+            lingering: Vec::new(),
+        }
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        while !self.server.is_stopping() {
+            let deadline = self.lingering.iter().map(|&(_, at)| at).min();
+            self.server.wait(deadline)?;
+            while let Some(event) = self.server.next_event() {
+                match event {
+                    Event::Console(fd) => self.console_ready(fd),
+                    Event::Client(fd, mask) => self.client_ready(fd, mask),
+                    Event::Wake => self.woken(),
+                }
+            }
+            self.close_expired_lingering();
+            self.end_round();
+        }
+        Ok(())
+    }
+
+    /// Another loop posted lines for our clients, or asked us to stop.
+    fn woken(&mut self) {
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let mut inbox = mem::take(&mut peers.inbox);
+        peers.loops.take_inbox(peers.index, &mut inbox);
+        let stop_reason = peers.loops.stop_reason();
+        for batch in inbox.drain(..) {
+            self.deliver_to_all(&batch);
+        }
+        if let Some(peers) = &mut self.peers {
+            peers.inbox = inbox;
+        }
+        if let Some(reason) = stop_reason {
+            self.server.request_stop(&reason);
+        }
+    }
+
+    /// Sends what this round broadcast to the other loops, and tells them
+    /// how many clients this loop has.
+    fn end_round(&mut self) {
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        peers
+            .loops
+            .publish_clients(peers.index, self.server.client_count());
+        if peers.outgoing.is_empty() {
+            return;
+        }
+        let batch: Broadcast = Arc::from(peers.outgoing.as_slice());
+        peers.outgoing.clear();
+        for other in (0..peers.loops.len()).filter(|&i| i != peers.index) {
+            peers.loops.post(other, Arc::clone(&batch));
+        }
+    }
+
     fn start_console(&mut self) {
         if let Err(e) = signals::ignore_background_terminal_reads() {
             debug!("cannot ignore SIGTTIN: {e}");
@@ -195,6 +311,12 @@ impl ChatServer {
             for text in self.server.describe() {
                 say!("{text}");
             }
+            if let Some(peers) = &self.peers {
+                for other in (0..peers.loops.len()).filter(|&i| i != peers.index) {
+                    let clients = peers.loops.clients(other);
+                    say!("event loop {other}: {clients} clients");
+                }
+            }
             ControlFlow::Continue(())
         });
         if result.is_err() {
@@ -276,31 +398,42 @@ impl ChatServer {
         }
     }
 
-    /// Sends `your msg = <line> from <peer>` to every client.
+    /// Sends `your msg = <line> from <peer>` to every client (those of the
+    /// other loops at the end of the round).
     fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) {
-        self.message.clear();
-        self.message.extend_from_slice(b"your msg = ");
-        self.message.extend_from_slice(line);
+        let mut message = mem::take(&mut self.message);
+        message.clear();
+        message.extend_from_slice(b"your msg = ");
+        message.extend_from_slice(line);
         // Writing to a Vec cannot fail.
-        let _ = writeln!(self.message, " from {peer}");
+        let _ = writeln!(message, " from {peer}");
+        self.deliver_to_all(&message);
+        if let Some(peers) = &mut self.peers {
+            peers.outgoing.extend_from_slice(&message);
+        }
+        self.message = message;
+    }
+
+    /// Queues `message` for every client of this loop.
+    fn deliver_to_all(&mut self, message: &[u8]) {
         let mut fds = mem::take(&mut self.fds);
         self.server.client_fds(&mut fds);
         for &fd in &fds {
-            self.deliver(fd);
+            self.deliver(fd, message);
         }
         self.fds = fds;
     }
 
-    /// Queues the current message for `fd`, cutting the client off if its
-    /// backlog passes the limit.
-    fn deliver(&mut self, fd: RawFd) {
+    /// Queues `message` for `fd`, cutting the client off if its backlog
+    /// passes the limit.
+    fn deliver(&mut self, fd: RawFd, message: &[u8]) {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
         if client.closing_deadline.is_some() {
             return;
         }
-        if let Err(e) = client.conn.send(&self.message) {
+        if let Err(e) = client.conn.send(message) {
             return self.server.close_after_error(fd, e);
         }
         let backlog = client.conn.pending();

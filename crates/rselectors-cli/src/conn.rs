@@ -46,6 +46,12 @@ impl Conn {
     /// Takes over `stream`, making it non-blocking.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> io::Result<Conn> {
         stream.set_nonblocking(true)?;
+        Conn::accepted(stream, peer)
+    }
+
+    /// Takes over `stream`, which is non-blocking already (accepted with
+    /// `SOCK_NONBLOCK`).
+    pub fn accepted(stream: TcpStream, peer: SocketAddr) -> io::Result<Conn> {
         // Replies are small and interactive; do not wait to coalesce them.
         stream.set_nodelay(true)?;
         Ok(Conn {
@@ -120,7 +126,8 @@ impl Conn {
         self.out.extend_from_slice(bytes);
     }
 
-    /// Writes queued bytes until none are left or the socket is full.
+    /// Writes queued bytes until none are left or the socket is full
+    /// (one `write(2)`, see [`write_nonblocking`]).
     pub fn flush(&mut self) -> io::Result<()> {
         if self.pending() > 0 {
             self.out_start += self.write_some_queued()?;
@@ -185,21 +192,27 @@ impl Conn {
 
 /// Writes what the socket takes now (possibly nothing): the count written,
 /// 0 if the socket is full.
+///
+/// One successful `write(2)` at most: a non-blocking TCP socket takes all
+/// it has room for, so a short write means it is full, and trying again
+/// would only cost a system call to hear `EAGAIN`. The rest waits for
+/// WRITE readiness.
 fn write_nonblocking(stream: &mut TcpStream, bytes: &[u8], counter: &mut u64) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                written += n;
-                *counter += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+    if bytes.is_empty() {
+        return Ok(0);
     }
-    Ok(written)
+    loop {
+        return match stream.write(bytes) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *counter += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
 }
 
 impl AsRawFd for Conn {

@@ -5,10 +5,15 @@
 //! not take, replies go through the connection's output buffer; while a
 //! peer is slow to read, the server stops reading from it (backpressure),
 //! so memory per connection stays bounded however much it sends.
+//!
+//! With `--threads N` there are N independent event loops (see
+//! [`crate::loops`]); they only talk to each other to stop.
 
 use crate::conn::{Conn, Received, READ_CHUNK};
-use crate::logging::debug;
-use crate::server::{Client, Event, Server};
+use crate::logging::{debug, say};
+use crate::loops::{self, Loops};
+use crate::server::{print_summary, Client, Event, Server, Stats};
+use crate::signals;
 use rselectors::{BackendKind, Events};
 use std::io;
 use std::os::fd::RawFd;
@@ -44,19 +49,56 @@ impl EchoClient {
     }
 }
 
-/// Runs the echo server until SIGINT or SIGTERM.
-pub fn run(addr: &str, kind: BackendKind, upper: bool) -> io::Result<()> {
-    let mut server: Server<EchoClient> = Server::bind(addr, kind)?;
+/// Runs the echo server with `threads` event loops until SIGINT or
+/// SIGTERM.
+pub fn run(addr: &str, kind: BackendKind, upper: bool, threads: usize) -> io::Result<()> {
+    if threads <= 1 {
+        let mut server: Server<EchoClient> = Server::bind(addr, kind)?;
+        event_loop(&mut server, upper, None)?;
+        server.finish();
+        return Ok(());
+    }
+    let listeners = loops::bind_listeners(addr, threads)?;
+    let loops: Loops<()> = Loops::new(threads)?;
+    signals::install(&loops.waker(0))?;
+    say!("listening on {}", listeners[0].local_addr()?);
+    let stats = loops::run(&loops, listeners, |index, listener| {
+        let waker = loops.waker(index);
+        let mut server: Server<EchoClient> =
+            Server::on_listener(listener, kind, waker, index == 0)?;
+        event_loop(&mut server, upper, Some(&loops))?;
+        if let Some(reason) = server.stop_reason() {
+            loops.stop_all(reason);
+        }
+        Ok::<Stats, io::Error>(server.close_all())
+    })?;
+    let reason = loops.stop_reason();
+    print_summary(reason.as_deref().unwrap_or("done"), stats);
+    Ok(())
+}
+
+/// Serves until a stop is requested: by a signal, or by another loop of
+/// `loops`.
+fn event_loop(
+    server: &mut Server<EchoClient>,
+    upper: bool,
+    loops: Option<&Loops<()>>,
+) -> io::Result<()> {
     let mut scratch = vec![0; READ_CHUNK];
     while !server.is_stopping() {
         server.wait(None)?;
         while let Some(event) = server.next_event() {
-            if let Event::Client(fd, mask) = event {
-                serve(&mut server, fd, mask, &mut scratch, upper);
+            match event {
+                Event::Client(fd, mask) => serve(server, fd, mask, &mut scratch, upper),
+                Event::Wake => {
+                    if let Some(reason) = loops.and_then(Loops::stop_reason) {
+                        server.request_stop(&reason);
+                    }
+                }
+                Event::Console(_) => {}
             }
         }
     }
-    server.finish();
     Ok(())
 }
 
@@ -67,7 +109,7 @@ fn serve(
     scratch: &mut [u8],
     upper: bool,
 ) {
-    let Some(client) = server.client_mut(fd) else {
+    let Some((client, registered)) = server.client_and_events_mut(fd) else {
         return;
     };
     if mask.contains(Events::WRITE) {
@@ -101,5 +143,10 @@ fn serve(
         }
     }
     let want_read = client.wants_read();
+    // The usual case, a reply written whole: nothing changes, and the
+    // client need not be looked up again.
+    if client.conn.interest(want_read) == Some(registered) {
+        return;
+    }
     server.update_interest(fd, want_read, "closed by peer");
 }

@@ -1,5 +1,6 @@
 //! `rselectors`: the seeds' socket programs as one command-line tool, each
-//! a single-threaded event loop on the `rselectors` crate.
+//! an event loop on the `rselectors` crate (the servers can run one loop
+//! per thread with `--threads`), and a load generator to measure them.
 //!
 //! | subcommand | seed |
 //! |---|---|
@@ -7,6 +8,7 @@
 //! | `chat-server` | 000 (`CharServer`) |
 //! | `client` | the `input()` clients of 002 and 004 |
 //! | `echo-client` | 003 |
+//! | `load` | (none: a `redis-benchmark` for the two servers) |
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +18,9 @@ mod conn;
 mod echo_client;
 mod echo_server;
 mod lines;
+mod load;
 mod logging;
+mod loops;
 mod server;
 mod signals;
 mod stdin;
@@ -30,7 +34,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The seeds' socket programs on rselectors: echo, upper-case and chat
-/// servers, a line client and an echo client.
+/// servers, a line client, an echo client, and a load generator.
 ///
 /// Servers print `listening on ADDR` once bound (use port 0 for any free
 /// port) and stop on SIGINT or SIGTERM with a one-line summary.
@@ -69,6 +73,8 @@ enum Command {
         /// Reply upper-cased (ASCII letters), as seed 002 does.
         #[arg(long)]
         upper: bool,
+        #[command(flatten)]
+        threads: Threads,
     },
     /// Chat: every line a client sends goes to all clients (seed 000).
     ///
@@ -81,6 +87,8 @@ enum Command {
         /// (a client that does not read).
         #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
         max_backlog: usize,
+        #[command(flatten)]
+        threads: Threads,
     },
     /// Interactive line client: sends what you type, prints what the
     /// server sends as it arrives.
@@ -104,6 +112,25 @@ enum Command {
         #[arg(value_name = "MESSAGE")]
         messages: Vec<OsString>,
     },
+    /// Load generator for the echo and chat servers: checks every byte,
+    /// ends with one summary line on stdout.
+    ///
+    /// Modes: `pingpong` (each connection sends --pipeline messages, waits
+    /// for their echo, repeats), `stream` (each keeps --pipeline messages
+    /// in flight), `churn` (connect, send --pipeline messages, read the
+    /// echo, close, repeat: a "message" is a whole connection). `--chat N`
+    /// measures a chat server instead: N listeners, one sender.
+    Load(load::LoadArgs),
+}
+
+/// How many event loops a server runs.
+#[derive(Debug, Args)]
+struct Threads {
+    /// Event loops, one thread and one selector each, sharing the port
+    /// (SO_REUSEPORT). Loop 0 handles the console and the signals.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
 }
 
 fn parse_selector(name: &str) -> Result<BackendKind, String> {
@@ -127,13 +154,21 @@ fn main() -> ExitCode {
         (false, _) => logging::Level::Debug,
     });
     let result = match cli.command {
-        Command::EchoServer { common, upper } => {
-            echo_server::run(&common.addr, common.selector, upper)
-        }
+        Command::EchoServer {
+            common,
+            upper,
+            threads,
+        } => echo_server::run(&common.addr, common.selector, upper, threads.threads.into()),
         Command::ChatServer {
             common,
             max_backlog,
-        } => chat_server::run(&common.addr, common.selector, max_backlog),
+            threads,
+        } => chat_server::run(
+            &common.addr,
+            common.selector,
+            max_backlog,
+            threads.threads.into(),
+        ),
         Command::Client { common, wait } => client::run(&common.addr, common.selector, wait),
         Command::EchoClient {
             common,
@@ -150,6 +185,7 @@ fn main() -> ExitCode {
             };
             echo_client::run(&common.addr, common.selector, &messages, timeout)
         }
+        Command::Load(args) => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,19 +2,21 @@
 //! back-off when file descriptors run out), signals, the console's
 //! registration, closing clients, and the closing summary.
 //!
-//! Everything the server watches is one [`Source`] registered in one
+//! Everything one event loop watches is one [`Source`] registered in one
 //! selector; the selector owns the sockets, so unregistering a client and
-//! dropping the key is what closes it.
+//! dropping the key is what closes it. With `--threads N` there are N such
+//! loops (see [`crate::loops`]), each a [`Server`] of its own.
 
 use crate::conn::{is_disconnect, Conn};
 use crate::logging::{debug, info, say, warning};
 use crate::signals;
 use crate::stdin::Stdin;
 use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockRef, Socket, Type};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::ops::AddAssign;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -48,8 +50,9 @@ pub trait Client {
 pub enum Source<C> {
     /// The listening socket.
     Listener(TcpListener),
-    /// Woken by the SIGINT / SIGTERM handler.
-    Signals(Waker),
+    /// This loop's waker: woken by the SIGINT / SIGTERM handler (the loop
+    /// that handles signals) and by the other loops (`--threads`).
+    Waker(Waker),
     /// Standard input, read as console commands.
     Console(Stdin),
     /// A client connection and its state.
@@ -60,7 +63,7 @@ impl<C: Client> AsRawFd for Source<C> {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Source::Listener(listener) => listener.as_raw_fd(),
-            Source::Signals(waker) => waker.as_raw_fd(),
+            Source::Waker(waker) => waker.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
             Source::Client(client) => client.conn().as_raw_fd(),
         }
@@ -75,13 +78,39 @@ pub enum Event {
     Console(RawFd),
     /// A client is ready for these events.
     Client(RawFd, Events),
+    /// The loop's waker went off (a signal was handled already): another
+    /// loop may have posted to this one's inbox or asked it to stop.
+    Wake,
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    served: u64,
-    bytes_in: u64,
-    bytes_out: u64,
+/// What a server did over its life; added up over the loops of
+/// `--threads`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Connections accepted.
+    pub served: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+}
+
+impl AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.served += other.served;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
+/// Prints the closing summary line.
+pub fn print_summary(reason: &str, stats: Stats) {
+    say!(
+        "stopped ({reason}): {} connections served, {} bytes in, {} bytes out",
+        stats.served,
+        stats.bytes_in,
+        stats.bytes_out
+    );
 }
 
 /// The listener while accepting is paused (taken out of the selector, so a
@@ -96,6 +125,10 @@ pub struct Server<C> {
     sel: AnySelector<Source<C>, ()>,
     local_addr: SocketAddr,
     listener_fd: RawFd,
+    /// Whether this loop's waker is the one SIGINT and SIGTERM wake.
+    handles_signals: bool,
+    /// Clients connected now.
+    clients: usize,
     paused: Option<PausedListener>,
     /// True from a failed accept until the next successful one: logs the
     /// trouble once, not every 100 ms.
@@ -113,21 +146,36 @@ impl<C: Client> Server<C> {
     /// Binds `addr`, opens a selector of `kind`, routes SIGINT and SIGTERM
     /// to it, and prints `listening on ADDR`.
     pub fn bind(addr: &str, kind: BackendKind) -> io::Result<Server<C>> {
-        let listener = bind_listener(addr)?;
-        let local_addr = listener.local_addr()?;
-        let mut sel = AnySelector::with_kind(kind)?;
+        let listener = bind_listener(addr, false)?;
         let waker = Waker::new()?;
         signals::install(&waker)?;
+        let server = Server::on_listener(listener, kind, waker, true)?;
+        say!("listening on {}", server.local_addr);
+        Ok(server)
+    }
+
+    /// One event loop: a selector of `kind` watching `listener` and
+    /// `waker`. If `handles_signals`, SIGINT and SIGTERM (routed to
+    /// `waker` by the caller) stop it.
+    pub fn on_listener(
+        listener: TcpListener,
+        kind: BackendKind,
+        waker: Waker,
+        handles_signals: bool,
+    ) -> io::Result<Server<C>> {
+        let local_addr = listener.local_addr()?;
+        let mut sel = AnySelector::with_kind(kind)?;
         let listener_fd = sel
             .register(Source::Listener(listener), Events::READ, ())?
             .fd;
-        sel.register(Source::Signals(waker), Events::READ, ())?;
+        sel.register(Source::Waker(waker), Events::READ, ())?;
         debug!("selector: {kind}");
-        say!("listening on {local_addr}");
         Ok(Server {
             sel,
             local_addr,
             listener_fd,
+            handles_signals,
+            clients: 0,
             paused: None,
             accept_failing: false,
             accept_warned_at: None,
@@ -155,12 +203,17 @@ impl<C: Client> Server<C> {
         while let Some((fd, mask)) = self.sel.next_ready() {
             match self.sel.get_key(fd).map(|key| &key.fileobj) {
                 Ok(Source::Listener(_)) => self.accept_ready(),
-                Ok(Source::Signals(waker)) => {
+                Ok(Source::Waker(waker)) => {
+                    // Reset before the owner looks at its inbox, so that a
+                    // post made after this point wakes the loop again.
                     let _ = waker.reset();
-                    if let Some(signal) = signals::take_received() {
-                        info!("received {signal}, stopping");
-                        self.request_stop(signal);
+                    if self.handles_signals {
+                        if let Some(signal) = signals::take_received() {
+                            info!("received {signal}, stopping");
+                            self.request_stop(signal);
+                        }
                     }
+                    return Some(Event::Wake);
                 }
                 Ok(Source::Console(_)) => return Some(Event::Console(fd)),
                 Ok(Source::Client(_)) => return Some(Event::Client(fd, mask)),
@@ -176,7 +229,7 @@ impl<C: Client> Server<C> {
                 Ok(SelectorKey {
                     fileobj: Source::Listener(listener),
                     ..
-                }) => listener.accept(),
+                }) => accept_nonblocking(listener),
                 _ => return,
             };
             match accepted {
@@ -256,7 +309,7 @@ impl<C: Client> Server<C> {
     }
 
     fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let conn = match Conn::new(stream, peer) {
+        let conn = match Conn::accepted(stream, peer) {
             Ok(conn) => conn,
             Err(e) => {
                 debug!("{peer}: cannot set up the connection: {e}");
@@ -269,6 +322,7 @@ impl<C: Client> Server<C> {
         {
             Ok(key) => {
                 self.stats.served += 1;
+                self.clients += 1;
                 info!("connected {peer} (fd {})", key.fd);
             }
             // Dropping the refused connection closes it.
@@ -292,6 +346,16 @@ impl<C: Client> Server<C> {
         }
     }
 
+    /// The client registered at `fd`, mutably, and the events it is
+    /// registered for.
+    pub fn client_and_events_mut(&mut self, fd: RawFd) -> Option<(&mut C, Events)> {
+        let key = self.sel.get_key_mut(fd).ok()?;
+        match key.fileobj {
+            Source::Client(client) => Some((client, key.events)),
+            _ => None,
+        }
+    }
+
     /// Fills `fds` with the descriptor of every client.
     pub fn client_fds(&self, fds: &mut Vec<RawFd>) {
         fds.clear();
@@ -308,11 +372,7 @@ impl<C: Client> Server<C> {
 
     /// How many clients are connected.
     pub fn client_count(&self) -> usize {
-        self.sel
-            .get_map()
-            .into_iter()
-            .filter(|key| matches!(key.fileobj, Source::Client(_)))
-            .count()
+        self.clients
     }
 
     /// Waits for READ (if `want_read`) and for WRITE while output is queued;
@@ -343,6 +403,7 @@ impl<C: Client> Server<C> {
             return;
         };
         if let Source::Client(client) = key.fileobj {
+            self.clients -= 1;
             let conn = client.conn();
             self.stats.bytes_in += conn.bytes_in();
             self.stats.bytes_out += conn.bytes_out();
@@ -407,7 +468,10 @@ impl<C: Client> Server<C> {
             .map(|key| {
                 let what = match &key.fileobj {
                     Source::Listener(_) => format!("listener {}", self.local_addr),
-                    Source::Signals(_) => "signal waker (SIGINT, SIGTERM)".to_owned(),
+                    Source::Waker(_) if self.handles_signals => {
+                        "signal waker (SIGINT, SIGTERM)".to_owned()
+                    }
+                    Source::Waker(_) => "waker (other event loops)".to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
                     Source::Client(client) => {
                         let conn = client.conn();
@@ -451,9 +515,22 @@ impl<C: Client> Server<C> {
         self.stop_reason.is_some()
     }
 
-    /// Closes every client (after one last non-blocking flush), closes the
-    /// selector, and prints the one-line summary.
-    pub fn finish(mut self) {
+    /// Why the server is stopping, once it is.
+    pub fn stop_reason(&self) -> Option<&str> {
+        self.stop_reason.as_deref()
+    }
+
+    /// Closes every client, closes the selector, and prints the one-line
+    /// summary.
+    pub fn finish(self) {
+        let reason = self.stop_reason.clone();
+        let stats = self.close_all();
+        print_summary(reason.as_deref().unwrap_or("done"), stats);
+    }
+
+    /// Closes every client (after one last non-blocking flush) and the
+    /// selector; what the server did.
+    pub fn close_all(mut self) -> Stats {
         let mut fds = Vec::new();
         self.client_fds(&mut fds);
         for fd in fds {
@@ -463,22 +540,29 @@ impl<C: Client> Server<C> {
             self.close_client(fd, "server stopping");
         }
         self.sel.close();
-        let reason = self.stop_reason.as_deref().unwrap_or("done");
-        say!(
-            "stopped ({reason}): {} connections served, {} bytes in, {} bytes out",
-            self.stats.served,
-            self.stats.bytes_in,
-            self.stats.bytes_out
-        );
+        self.stats
     }
 }
 
+/// Accepts one connection, already non-blocking (`accept4` with
+/// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
+/// the flag take two).
+fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let (socket, peer) =
+        SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+    Ok((socket.into(), peer))
+}
+
 /// A non-blocking listening socket on the first address of `addr` that
-/// binds (`addr` may be a host name: `localhost:9999`).
-fn bind_listener(addr: &str) -> io::Result<TcpListener> {
+/// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`,
+/// other sockets may listen on the same address and port (`SO_REUSEPORT`).
+pub fn bind_listener(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
     let mut last_error = None;
     for candidate in addr.to_socket_addrs()? {
-        match listen_on(candidate) {
+        match listen_on(candidate, reuse_port) {
             Ok(listener) => return Ok(listener),
             Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
         }
@@ -488,10 +572,15 @@ fn bind_listener(addr: &str) -> io::Result<TcpListener> {
     }))
 }
 
-fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A non-blocking socket listening on `addr` (see [`bind_listener`]).
+pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // A restarted server can bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // The kernel spreads incoming connections over the listeners.
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
