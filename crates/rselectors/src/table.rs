@@ -34,13 +34,24 @@ impl<F, D> KeyTable<F, D> {
         self.slots.len()
     }
 
-    fn position(&self, fd: RawFd) -> Option<usize> {
+    /// Where `fd`'s slot is, for [`KeyTable::at_mut`].
+    pub(crate) fn position(&self, fd: RawFd) -> Option<usize> {
         let i = *self.index.get(usize::try_from(fd).ok()?)?;
         (i != VACANT).then_some(i as usize)
     }
 
     pub(crate) fn get(&self, fd: RawFd) -> Option<&Slot<F, D>> {
         self.position(fd).map(|i| &self.slots[i])
+    }
+
+    /// The slot at a position from [`KeyTable::position`].
+    pub(crate) fn at(&self, i: usize) -> &Slot<F, D> {
+        &self.slots[i]
+    }
+
+    /// The slot at a position from [`KeyTable::position`], mutable.
+    pub(crate) fn at_mut(&mut self, i: usize) -> &mut Slot<F, D> {
+        &mut self.slots[i]
     }
 
     pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<&mut Slot<F, D>> {

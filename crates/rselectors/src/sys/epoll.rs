@@ -131,6 +131,12 @@ impl Backend for EpollBackend {
         self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty())
     }
 
+    /// No `EPOLL_CTL_DEL`: closing the last descriptor of the open file
+    /// removes it from every epoll set.
+    fn forget(&mut self, _fd: RawFd) -> io::Result<()> {
+        Ok(())
+    }
+
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(&self.epfd, &mut self.events, ready, timeout)

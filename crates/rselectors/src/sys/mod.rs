@@ -50,6 +50,13 @@ pub trait Backend {
     /// returns: the descriptor may have been closed already.
     fn remove(&mut self, fd: RawFd) -> io::Result<()>;
 
+    /// Stops watching `fd`, which the caller is about to close. A backend
+    /// whose kernel forgets a descriptor at its last close (epoll) makes no
+    /// system call; the others `remove` it.
+    fn forget(&mut self, fd: RawFd) -> io::Result<()> {
+        self.remove(fd)
+    }
+
     /// Waits up to `timeout` (`None`: forever) with one system call, and
     /// pushes each ready descriptor once onto `ready`.
     ///
@@ -304,6 +311,10 @@ impl Backend for AnyBackend {
     #[inline]
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
         dispatch!(AnyBackend, self, b => b.remove(fd))
+    }
+    #[inline]
+    fn forget(&mut self, fd: RawFd) -> io::Result<()> {
+        dispatch!(AnyBackend, self, b => b.forget(fd))
     }
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {

@@ -17,6 +17,8 @@ crate::per_backend!(
     event_of_a_reregistered_fd_is_not_delivered,
     mutate_while_iterating,
     select_replaces_the_previous_batch,
+    next_ready_mut_hands_out_the_key,
+    unregister_closing_then_close: exclusive,
 );
 
 /// `n` socket pairs whose first ends are readable: (readable end, peer).
@@ -141,4 +143,52 @@ fn select_replaces_the_previous_batch<M: BackendUnderTest>() {
     std::io::Read::read_exact(&mut sel.get_key_mut(fd).unwrap().fileobj, &mut buf).unwrap();
     assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
     assert_eq!(sel.next_ready(), None);
+}
+
+/// `next_ready_mut` reports what `next_ready` would, with the key's file
+/// object and data at hand, mutable.
+fn next_ready_mut_hands_out_the_key<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, u32>();
+    let pairs = readable_pairs(3);
+    let mut peers = Vec::new();
+    for (rd, peer) in pairs {
+        sel.register(rd, Events::READ | Events::WRITE, 0).unwrap();
+        peers.push(peer);
+    }
+    sel.select(Some(SOON)).unwrap();
+    let expected = by_fd(sel.ready_keys().map(|(k, e)| (k.fd, e)).collect());
+    let mut seen = Vec::new();
+    while let Some((key, events)) = sel.next_ready_mut() {
+        assert_eq!(key.fileobj.as_raw_fd(), key.fd);
+        *key.data += 1;
+        seen.push((key.fd, events));
+    }
+    assert_eq!(by_fd(seen), expected);
+    assert_eq!(expected.len(), 3);
+    assert!(sel.get_map().iter().all(|k| k.data == 1));
+}
+
+/// `unregister_closing` followed by the close: nothing more is reported
+/// for the old file, and its number serves a new registration.
+fn unregister_closing_then_close<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, &str>();
+    let (rd, mut peer) = socketpair();
+    peer.write_all(b"x").unwrap();
+    let fd = rd.as_raw_fd();
+    sel.register(rd, Events::READ, "old").unwrap();
+    let key = sel.unregister_closing(fd).unwrap();
+    assert_eq!(key.data, "old");
+    drop(key);
+    assert_eq!(select_all(&mut sel, Duration::ZERO), vec![]);
+    let (idle, _idle_peer) = socketpair();
+    let reused: OwnedFd = dup2_onto(&idle, OwnedFd::from(socketpair().0));
+    let new = UnixStream::from(reused);
+    let new_fd = new.as_raw_fd();
+    sel.register(new, Events::READ, "new").unwrap();
+    assert_eq!(select_all(&mut sel, Duration::ZERO), vec![]);
+    assert_eq!(sel.unregister(new_fd).unwrap().data, "new");
+    assert!(matches!(
+        sel.unregister_closing(fd),
+        Err(rselectors::Error::NotRegistered(_))
+    ));
 }
