@@ -46,7 +46,8 @@ PEER_SERVERS = [
     ("tokio", [str(PEER_BIN / "tokio_echo")]),
     ("polling", [str(PEER_BIN / "polling_echo")]),
 ]
-DEFAULT_RSELECTORS = f"{ROOT_DIR / 'target' / 'release' / 'rselectors'} echo-server"
+# -q: no per-connection log lines (the peers log nothing either).
+DEFAULT_RSELECTORS = f"{ROOT_DIR / 'target' / 'release' / 'rselectors'} -q echo-server"
 
 # (row name, conns, size, mode, pipeline)
 WORKLOADS = [

@@ -53,6 +53,10 @@ const MAX_CONSOLE_LINE: usize = 4096;
 /// A chat connection.
 pub struct ChatClient {
     conn: Conn,
+    /// Who it is: named in what it says, and in logs.
+    peer: SocketAddr,
+    /// Bytes read from it and written to it.
+    traffic: (u64, u64),
     /// Received bytes not yet split into lines.
     lines: LineBuffer,
     /// Set when the connection is closing after an error line: input is
@@ -62,9 +66,11 @@ pub struct ChatClient {
 }
 
 impl Client for ChatClient {
-    fn new(conn: Conn) -> Self {
+    fn new(conn: Conn, peer: SocketAddr) -> Self {
         ChatClient {
             conn,
+            peer,
+            traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,
         }
@@ -74,6 +80,35 @@ impl Client for ChatClient {
     }
     fn conn_mut(&mut self) -> &mut Conn {
         &mut self.conn
+    }
+    fn peer(&self) -> Option<SocketAddr> {
+        Some(self.peer)
+    }
+    fn traffic(&self) -> (u64, u64) {
+        self.traffic
+    }
+}
+
+impl ChatClient {
+    /// [`Conn::receive`], counted.
+    fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        let received = self.conn.receive(buf)?;
+        if let Received::Data(n) = received {
+            self.traffic.0 += n as u64;
+        }
+        Ok(received)
+    }
+
+    /// [`Conn::send`], counted.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.traffic.1 += self.conn.send(bytes)? as u64;
+        Ok(())
+    }
+
+    /// [`Conn::flush`], counted.
+    fn flush(&mut self) -> io::Result<()> {
+        self.traffic.1 += self.conn.flush()? as u64;
+        Ok(())
     }
 }
 
@@ -339,7 +374,7 @@ impl<'a> ChatServer<'a> {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
-        if let Err(e) = client.conn.flush() {
+        if let Err(e) = client.flush() {
             return self.server.close_after_error(fd, e);
         }
         if client.closing_deadline.is_some() && client.conn.pending() == 0 {
@@ -354,7 +389,7 @@ impl<'a> ChatServer<'a> {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
-        let n = match client.conn.receive(&mut self.scratch) {
+        let n = match client.receive(&mut self.scratch) {
             Ok(Received::Data(n)) => n,
             Ok(Received::WouldBlock) => return,
             Ok(Received::Eof) => {
@@ -370,7 +405,7 @@ impl<'a> ChatServer<'a> {
             return; // Draining what it still sends, until it closes.
         }
         client.lines.push(&self.scratch[..n]);
-        let peer = client.conn.peer();
+        let peer = client.peer;
         let mut lines = mem::take(&mut client.lines);
         let mut leaving = None;
         let result = lines.for_each_line(|line| {
@@ -433,7 +468,7 @@ impl<'a> ChatServer<'a> {
         if client.closing_deadline.is_some() {
             return;
         }
-        if let Err(e) = client.conn.send(message) {
+        if let Err(e) = client.send(message) {
             return self.server.close_after_error(fd, e);
         }
         let backlog = client.conn.pending();
@@ -441,7 +476,7 @@ impl<'a> ChatServer<'a> {
             warning!(
                 "cutting off {}: {backlog} bytes wait to be sent to it, over the \
                  limit of {} (--max-backlog); it is not reading",
-                client.conn.peer(),
+                client.peer,
                 self.max_backlog
             );
             return self.server.close_client(fd, "backlog over the limit");
@@ -453,7 +488,7 @@ impl<'a> ChatServer<'a> {
     /// what it has not received yet.
     fn leave(&mut self, fd: RawFd, reason: &str) {
         if let Some(client) = self.server.client_mut(fd) {
-            let _ = client.conn.flush();
+            let _ = client.flush();
         }
         self.server.close_client(fd, reason);
     }
@@ -467,12 +502,12 @@ impl<'a> ChatServer<'a> {
         };
         warning!(
             "{} sent a line longer than {MAX_LINE} bytes; closing the connection",
-            client.conn.peer()
+            client.peer
         );
         client.lines.clear();
         let deadline = Instant::now() + LINGER;
         client.closing_deadline = Some(deadline);
-        if let Err(e) = client.conn.send(LINE_TOO_LONG) {
+        if let Err(e) = client.send(LINE_TOO_LONG) {
             return self.server.close_after_error(fd, e);
         }
         if client.conn.pending() == 0 {

@@ -65,7 +65,7 @@ pub fn run(addr: &str, kind: BackendKind, wait: Duration) -> io::Result<()> {
     let stream = connect(addr)?;
     let peer = stream.peer_addr()?;
     let mut sel = AnySelector::with_kind(kind)?;
-    let conn = Conn::new(stream, peer)?;
+    let conn = Conn::new(stream)?;
     let server_fd = sel.register(Source::Server(conn), Events::READ, ())?.fd;
     info!("connected to {peer}; lines you type are sent, replies print as they arrive");
     let mut client = LineClient {
@@ -160,9 +160,8 @@ impl LineClient {
 
     fn server_writable(&mut self) -> io::Result<()> {
         let conn = server_conn(&mut self.sel, self.server_fd)?;
-        let before = conn.bytes_out();
-        conn.flush()?;
-        let (wrote, pending) = (conn.bytes_out() > before, conn.pending());
+        let wrote = conn.flush()? > 0;
+        let pending = conn.pending();
         if wrote {
             self.made_progress();
         }

@@ -6,7 +6,7 @@
 
 use rselectors::Events;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use std::time::Duration;
 /// transfers, small enough that one busy peer cannot starve the others.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// A drained buffer bigger than this gives its memory back, so that one
-/// burst does not pin megabytes per connection for its whole life.
-const KEEP_CAPACITY: usize = 256 * 1024;
+/// Once this much of a slowly drained buffer is written, the rest moves
+/// to the front, so that the buffer does not grow forever.
+const COMPACT_AFTER: usize = 256 * 1024;
 
 /// What one read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,71 +29,71 @@ pub enum Received {
     WouldBlock,
 }
 
-/// A connected, non-blocking TCP stream, its pending output and counters.
+/// A connected, non-blocking TCP stream and its pending output.
+///
+/// Kept small (16 bytes) because a server holds one per connection: the
+/// output buffer is allocated only while bytes wait in it, and who the
+/// peer is and how many bytes went each way is the owner's business (the
+/// methods return the counts).
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
-    peer: SocketAddr,
-    /// Bytes `out[out_start..]` are queued and not yet written.
-    out: Vec<u8>,
-    out_start: usize,
-    bytes_in: u64,
-    bytes_out: u64,
+    /// Bytes queued and not yet written; `None` while there are none.
+    out: Option<Box<Pending>>,
     write_shut: bool,
+    /// The peer sent end of stream (a read returned 0).
+    read_done: bool,
+}
+
+/// Queued output: `buf[start..]` is not written yet.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    start: usize,
 }
 
 impl Conn {
     /// Takes over `stream`, making it non-blocking.
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> io::Result<Conn> {
+    pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nonblocking(true)?;
-        Conn::accepted(stream, peer)
+        Conn::accepted(stream)
     }
 
     /// Takes over `stream`, which is non-blocking already (accepted with
     /// `SOCK_NONBLOCK`).
-    pub fn accepted(stream: TcpStream, peer: SocketAddr) -> io::Result<Conn> {
+    pub fn accepted(stream: TcpStream) -> io::Result<Conn> {
         // Replies are small and interactive; do not wait to coalesce them.
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
-            peer,
-            out: Vec::new(),
-            out_start: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            out: None,
             write_shut: false,
+            read_done: false,
         })
     }
 
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// Bytes read from the peer so far.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in
-    }
-
-    /// Bytes written to the peer so far.
-    pub fn bytes_out(&self) -> u64 {
-        self.bytes_out
-    }
-
     /// Bytes queued and not yet written.
+    #[inline]
     pub fn pending(&self) -> usize {
-        self.out.len() - self.out_start
+        self.out.as_ref().map_or(0, |p| p.buf.len() - p.start)
+    }
+
+    /// True once a read found the peer's end of stream.
+    #[inline]
+    pub fn read_done(&self) -> bool {
+        self.read_done
     }
 
     /// One `read(2)` into `buf`.
+    #[inline]
     pub fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         loop {
             return match self.stream.read(buf) {
-                Ok(0) if !buf.is_empty() => Ok(Received::Eof),
-                Ok(n) => {
-                    self.bytes_in += n as u64;
-                    Ok(Received::Data(n))
+                Ok(0) if !buf.is_empty() => {
+                    self.read_done = true;
+                    Ok(Received::Eof)
                 }
+                Ok(n) => Ok(Received::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
@@ -101,17 +101,21 @@ impl Conn {
         }
     }
 
-    /// Queues `bytes` and writes as much as the socket takes now. When
-    /// nothing was queued before, the bytes go straight to the socket
-    /// without being copied into the buffer first.
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut rest = bytes;
-        if self.pending() == 0 {
-            let written = self.write_some(rest)?;
-            rest = &rest[written..];
+    /// Queues `bytes` and writes as much as the socket takes now; returns
+    /// how many were written. When nothing was queued before, the bytes go
+    /// straight to the socket without being copied into the buffer first,
+    /// and only what the socket did not take is copied.
+    #[inline]
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.out.is_some() {
+            self.queue(bytes);
+            return Ok(0);
         }
-        self.queue(rest);
-        Ok(())
+        let written = write_nonblocking(&mut self.stream, bytes)?;
+        if written < bytes.len() {
+            self.queue(&bytes[written..]);
+        }
+        Ok(written)
     }
 
     /// Queues `bytes` without writing.
@@ -119,48 +123,31 @@ impl Conn {
         if bytes.is_empty() {
             return;
         }
-        if self.pending() == 0 {
-            self.out.clear();
-            self.out_start = 0;
-        }
-        self.out.extend_from_slice(bytes);
+        self.out
+            .get_or_insert_with(Box::default)
+            .buf
+            .extend_from_slice(bytes);
     }
 
     /// Writes queued bytes until none are left or the socket is full
-    /// (one `write(2)`, see [`write_nonblocking`]).
-    pub fn flush(&mut self) -> io::Result<()> {
-        if self.pending() > 0 {
-            self.out_start += self.write_some_queued()?;
-        }
-        if self.pending() == 0 {
-            if self.out.capacity() > KEEP_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
-            self.out_start = 0;
-        } else if self.out_start >= KEEP_CAPACITY && self.out_start * 2 >= self.out.len() {
+    /// (one `write(2)`, see [`write_nonblocking`]); returns how many were
+    /// written. A drained buffer is freed, so an idle connection holds no
+    /// output memory.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let Some(pending) = &mut self.out else {
+            return Ok(0);
+        };
+        let written = write_nonblocking(&mut self.stream, &pending.buf[pending.start..])?;
+        pending.start += written;
+        if pending.start == pending.buf.len() {
+            self.out = None;
+        } else if pending.start >= COMPACT_AFTER && pending.start * 2 >= pending.buf.len() {
             // Most of the buffer is written: move the rest to the front, so
             // a peer that keeps reading slowly does not make it grow forever.
-            self.out.drain(..self.out_start);
-            self.out_start = 0;
+            pending.buf.drain(..pending.start);
+            pending.start = 0;
         }
-        Ok(())
-    }
-
-    fn write_some_queued(&mut self) -> io::Result<usize> {
-        let Conn {
-            stream,
-            out,
-            out_start,
-            bytes_out,
-            ..
-        } = self;
-        write_nonblocking(stream, &out[*out_start..], bytes_out)
-    }
-
-    fn write_some(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        write_nonblocking(&mut self.stream, bytes, &mut self.bytes_out)
+        Ok(written)
     }
 
     /// Sends FIN once the queued bytes are out: the peer reads them, then
@@ -178,12 +165,13 @@ impl Conn {
 
     /// The events to wait for: READ if `want_read`, WRITE while output is
     /// queued; `None` when neither (the connection has nothing left to do).
+    #[inline]
     pub fn interest(&self, want_read: bool) -> Option<Events> {
         let mut events = Events::empty();
         if want_read {
             events |= Events::READ;
         }
-        if self.pending() > 0 {
+        if self.out.is_some() {
             events |= Events::WRITE;
         }
         (!events.is_empty()).then_some(events)
@@ -197,17 +185,15 @@ impl Conn {
 /// it has room for, so a short write means it is full, and trying again
 /// would only cost a system call to hear `EAGAIN`. The rest waits for
 /// WRITE readiness.
-fn write_nonblocking(stream: &mut TcpStream, bytes: &[u8], counter: &mut u64) -> io::Result<usize> {
+#[inline]
+fn write_nonblocking(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     if bytes.is_empty() {
         return Ok(0);
     }
     loop {
         return match stream.write(bytes) {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *counter += n as u64;
-                Ok(n)
-            }
+            Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Err(e),

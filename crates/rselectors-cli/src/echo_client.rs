@@ -30,7 +30,7 @@ pub fn run(
     say!("connected to {peer}");
     let mut sel: AnySelector<Conn, ()> = AnySelector::with_kind(kind)?;
     let fd = sel
-        .register(Conn::new(stream, peer)?, Events::READ | Events::WRITE, ())?
+        .register(Conn::new(stream)?, Events::READ | Events::WRITE, ())?
         .fd;
     let mut outgoing = messages.iter();
     let mut all_sent = false;

@@ -12,28 +12,27 @@
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::logging::{debug, say};
 use crate::loops::{self, Loops};
-use crate::server::{print_summary, Client, Event, Server, Stats};
+use crate::server::{print_summary, Client, Event, Server, Stats, Step};
 use crate::signals;
 use rselectors::{BackendKind, Events};
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
 
 /// Reading from a peer pauses while this much of its echo is unsent.
 const HIGH_WATER: usize = 1024 * 1024;
 
 /// An echo connection.
+///
+/// Just the connection (16 bytes): a server holds one per client, and the
+/// peer's end of stream (finish writing, then close) is the connection's
+/// [`Conn::read_done`].
 pub struct EchoClient {
     conn: Conn,
-    /// The peer sent end of stream: finish writing, then close.
-    peer_done: bool,
 }
 
 impl Client for EchoClient {
-    fn new(conn: Conn) -> Self {
-        EchoClient {
-            conn,
-            peer_done: false,
-        }
+    fn new(conn: Conn, _peer: SocketAddr) -> Self {
+        EchoClient { conn }
     }
     fn conn(&self) -> &Conn {
         &self.conn
@@ -45,7 +44,7 @@ impl Client for EchoClient {
 
 impl EchoClient {
     fn wants_read(&self) -> bool {
-        !self.peer_done && self.conn.pending() < HIGH_WATER
+        !self.conn.read_done() && self.conn.pending() < HIGH_WATER
     }
 }
 
@@ -87,66 +86,81 @@ fn event_loop(
     let mut scratch = vec![0; READ_CHUNK];
     while !server.is_stopping() {
         server.wait(None)?;
-        while let Some(event) = server.next_event() {
-            match event {
-                Event::Client(fd, mask) => serve(server, fd, mask, &mut scratch, upper),
-                Event::Wake => {
-                    if let Some(reason) = loops.and_then(Loops::stop_reason) {
-                        server.request_stop(&reason);
-                    }
+        let mut on_client = |client: &mut EchoClient, registered, ready, stats: &mut Stats| {
+            Some(serve(client, registered, ready, &mut scratch, upper, stats))
+        };
+        // Client events are handled inside dispatch; only these come out.
+        while let Some(event) = server.dispatch(&mut on_client) {
+            if let Event::Wake = event {
+                if let Some(reason) = loops.and_then(Loops::stop_reason) {
+                    server.request_stop(&reason);
                 }
-                Event::Console(_) => {}
             }
         }
     }
     Ok(())
 }
 
+/// Handles `ready` for a client registered for `registered`: at most one
+/// write of queued bytes, then at most one read and one write of its echo.
+#[inline]
 fn serve(
-    server: &mut Server<EchoClient>,
-    fd: RawFd,
-    mask: Events,
+    client: &mut EchoClient,
+    registered: Events,
+    ready: Events,
     scratch: &mut [u8],
     upper: bool,
-) {
-    let Some((client, registered)) = server.client_and_events_mut(fd) else {
-        return;
-    };
-    if mask.contains(Events::WRITE) {
-        if let Err(e) = client.conn.flush() {
-            return server.close_after_error(fd, e);
+    stats: &mut Stats,
+) -> Step {
+    if ready.contains(Events::WRITE) {
+        match client.conn.flush() {
+            Ok(written) => stats.bytes_out += written as u64,
+            Err(e) => return Step::Failed(e),
         }
     }
-    if mask.contains(Events::READ) && client.wants_read() {
+    if ready.contains(Events::READ) && client.wants_read() {
         match client.conn.receive(scratch) {
             Ok(Received::Data(n)) => {
+                stats.bytes_in += n as u64;
                 let reply = &mut scratch[..n];
                 if upper {
                     // Python's bytes.upper(): ASCII letters only, so any
                     // other byte (UTF-8 or not) goes back as it came.
                     reply.make_ascii_uppercase();
                 }
-                if let Err(e) = client.conn.send(reply) {
-                    return server.close_after_error(fd, e);
+                match client.conn.send(reply) {
+                    Ok(written) => stats.bytes_out += written as u64,
+                    Err(e) => return Step::Failed(e),
                 }
             }
             Ok(Received::Eof) => {
                 debug!(
-                    "{} sent end of stream; {} bytes still to echo",
-                    client.conn.peer(),
+                    "a peer sent end of stream; {} bytes still to echo",
                     client.conn.pending()
                 );
-                client.peer_done = true;
             }
             Ok(Received::WouldBlock) => {}
-            Err(e) => return server.close_after_error(fd, e),
+            Err(e) => return Step::Failed(e),
         }
     }
-    let want_read = client.wants_read();
-    // The usual case, a reply written whole: nothing changes, and the
-    // client need not be looked up again.
-    if client.conn.interest(want_read) == Some(registered) {
-        return;
+    // The usual case, a reply written whole: nothing changes.
+    let interest = client.conn.interest(client.wants_read());
+    if interest == Some(registered) {
+        return Step::Keep;
     }
-    server.update_interest(fd, want_read, "closed by peer");
+    Step::Watch(interest, "closed by peer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EchoClient;
+    use crate::server::Source;
+    use std::mem::size_of;
+
+    /// A server holds one per connection: idle connections stay cheap.
+    #[test]
+    fn an_echo_client_in_the_selector_takes_16_bytes() {
+        assert_eq!(size_of::<EchoClient>(), 16);
+        assert_eq!(size_of::<Source<EchoClient>>(), 16);
+    }
 }

@@ -36,6 +36,7 @@ pub fn set_max_level(level: Level) {
 }
 
 /// True if messages of `level` are printed.
+#[inline]
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
@@ -53,19 +54,29 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     }
 }
 
+/// Logs at `level`, `format!`-style. The level is checked first, inline,
+/// so a disabled message costs one load and compare: no call, and no
+/// argument is evaluated or formatted.
+macro_rules! log_at {
+    ($level:expr, $($arg:tt)*) => {
+        if $crate::logging::enabled($level) {
+            $crate::logging::log($level, format_args!($($arg)*))
+        }
+    };
+}
 /// Logs at warn level, `format!`-style.
 macro_rules! warning {
-    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Warn, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::logging::log_at!($crate::logging::Level::Warn, $($arg)*) };
 }
 /// Logs at info level, `format!`-style.
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::logging::log_at!($crate::logging::Level::Info, $($arg)*) };
 }
 /// Logs at debug level, `format!`-style.
 macro_rules! debug {
-    ($($arg:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::logging::log_at!($crate::logging::Level::Debug, $($arg)*) };
 }
-pub(crate) use {debug, info, warning};
+pub(crate) use {debug, info, log_at, warning};
 
 /// Writes one line of program output to stdout and flushes it, so that a
 /// script reading through a pipe sees it at once. Errors (a closed pipe)

@@ -8,7 +8,7 @@
 //! loops (see [`crate::loops`]), each a [`Server`] of its own.
 
 use crate::conn::{is_disconnect, Conn};
-use crate::logging::{debug, info, say, warning};
+use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
 use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
@@ -38,12 +38,47 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 /// Per-connection state of a server.
 pub trait Client {
-    /// State for a connection just accepted.
-    fn new(conn: Conn) -> Self;
+    /// State for a connection just accepted from `peer`.
+    fn new(conn: Conn, peer: SocketAddr) -> Self;
     /// The connection.
     fn conn(&self) -> &Conn;
     /// The connection, mutably.
     fn conn_mut(&mut self) -> &mut Conn;
+    /// The peer's address, for clients that keep it (the echo server does
+    /// not: 32 bytes per connection it has no use for).
+    fn peer(&self) -> Option<SocketAddr> {
+        None
+    }
+    /// Bytes in and out that the client counted itself, added to the
+    /// server's [`Stats`] when it closes; clients that count straight into
+    /// the stats (see [`Server::dispatch`]) keep none.
+    fn traffic(&self) -> (u64, u64) {
+        (0, 0)
+    }
+}
+
+/// What a client handler wants done after an event (see
+/// [`Server::dispatch`]).
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing: the registered events stay right.
+    Keep,
+    /// Wait for these events instead (`None`: close, with this reason).
+    Watch(Option<Events>, &'static str),
+    /// The I/O failed: close after logging the error.
+    Failed(io::Error),
+}
+
+/// Where a client is logged: its address if kept, else its descriptor.
+struct Who(Option<SocketAddr>, RawFd);
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(peer) => write!(f, "{peer}"),
+            None => write!(f, "fd {}", self.1),
+        }
+    }
 }
 
 /// A file object a server watches.
@@ -200,27 +235,58 @@ impl<C: Client> Server<C> {
 
     /// The next event of the last [`Server::wait`] for the owner to handle.
     pub fn next_event(&mut self) -> Option<Event> {
-        while let Some((fd, mask)) = self.sel.next_ready() {
-            match self.sel.get_key(fd).map(|key| &key.fileobj) {
-                Ok(Source::Listener(_)) => self.accept_ready(),
-                Ok(Source::Waker(waker)) => {
+        self.dispatch(|_, _, _, _| None)
+    }
+
+    /// Like [`Server::next_event`], but client events go to `on_client`
+    /// with the client at hand (found with one table lookup), the events
+    /// it is registered for and those it is ready for; it returns `None`
+    /// to have the event handed out as [`Event::Client`] instead. The
+    /// client handler of a busy server runs here, so that the usual case,
+    /// a message read and its reply written whole, costs no other lookup.
+    #[inline]
+    pub fn dispatch<H>(&mut self, mut on_client: H) -> Option<Event>
+    where
+        H: FnMut(&mut C, Events, Events, &mut Stats) -> Option<Step>,
+    {
+        loop {
+            let (key, ready) = self.sel.next_ready_mut()?;
+            let fd = key.fd;
+            let step = match key.fileobj {
+                Source::Client(client) => {
+                    match on_client(client, key.events, ready, &mut self.stats) {
+                        Some(step) => step,
+                        None => return Some(Event::Client(fd, ready)),
+                    }
+                }
+                Source::Listener(_) => {
+                    self.accept_ready();
+                    continue;
+                }
+                Source::Waker(waker) => {
                     // Reset before the owner looks at its inbox, so that a
                     // post made after this point wakes the loop again.
                     let _ = waker.reset();
-                    if self.handles_signals {
-                        if let Some(signal) = signals::take_received() {
-                            info!("received {signal}, stopping");
-                            self.request_stop(signal);
-                        }
-                    }
+                    self.take_signal();
                     return Some(Event::Wake);
                 }
-                Ok(Source::Console(_)) => return Some(Event::Console(fd)),
-                Ok(Source::Client(_)) => return Some(Event::Client(fd, mask)),
-                Err(_) => {}
+                Source::Console(_) => return Some(Event::Console(fd)),
+            };
+            match step {
+                Step::Keep => {}
+                Step::Watch(events, done_reason) => self.set_interest(fd, events, done_reason),
+                Step::Failed(e) => self.close_after_error(fd, e),
             }
         }
-        None
+    }
+
+    fn take_signal(&mut self) {
+        if self.handles_signals {
+            if let Some(signal) = signals::take_received() {
+                info!("received {signal}, stopping");
+                self.request_stop(signal);
+            }
+        }
     }
 
     fn accept_ready(&mut self) {
@@ -309,7 +375,7 @@ impl<C: Client> Server<C> {
     }
 
     fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let conn = match Conn::accepted(stream, peer) {
+        let conn = match Conn::accepted(stream) {
             Ok(conn) => conn,
             Err(e) => {
                 debug!("{peer}: cannot set up the connection: {e}");
@@ -318,7 +384,7 @@ impl<C: Client> Server<C> {
         };
         match self
             .sel
-            .register(Source::Client(C::new(conn)), Events::READ, ())
+            .register(Source::Client(C::new(conn, peer)), Events::READ, ())
         {
             Ok(key) => {
                 self.stats.served += 1;
@@ -342,16 +408,6 @@ impl<C: Client> Server<C> {
     pub fn client_mut(&mut self, fd: RawFd) -> Option<&mut C> {
         match self.sel.get_key_mut(fd).ok()?.fileobj {
             Source::Client(client) => Some(client),
-            _ => None,
-        }
-    }
-
-    /// The client registered at `fd`, mutably, and the events it is
-    /// registered for.
-    pub fn client_and_events_mut(&mut self, fd: RawFd) -> Option<(&mut C, Events)> {
-        let key = self.sel.get_key_mut(fd).ok()?;
-        match key.fileobj {
-            Source::Client(client) => Some((client, key.events)),
             _ => None,
         }
     }
@@ -381,7 +437,14 @@ impl<C: Client> Server<C> {
         let Some(client) = self.client(fd) else {
             return;
         };
-        match client.conn().interest(want_read) {
+        let events = client.conn().interest(want_read);
+        self.set_interest(fd, events, done_reason);
+    }
+
+    /// Waits for `events` on the client at `fd`; closes it with
+    /// `done_reason` when `None`.
+    fn set_interest(&mut self, fd: RawFd, events: Option<Events>, done_reason: &str) {
+        match events {
             None => self.close_client(fd, done_reason),
             Some(events) => {
                 if let Err(e) = self.sel.modify_events(fd, events) {
@@ -399,20 +462,27 @@ impl<C: Client> Server<C> {
         if self.client(fd).is_none() {
             return;
         }
-        let Ok(key) = self.sel.unregister(fd) else {
+        // The key's drop below closes the socket, the only descriptor of
+        // it (accepted with SOCK_CLOEXEC, never duplicated): the kernel
+        // drops it from epoll then, so no EPOLL_CTL_DEL is needed.
+        let Ok(key) = self.sel.unregister_closing(fd) else {
             return;
         };
         if let Source::Client(client) = key.fileobj {
             self.clients -= 1;
-            let conn = client.conn();
-            self.stats.bytes_in += conn.bytes_in();
-            self.stats.bytes_out += conn.bytes_out();
-            info!(
-                "disconnected {} ({reason}; {} bytes in, {} bytes out)",
-                conn.peer(),
-                conn.bytes_in(),
-                conn.bytes_out()
-            );
+            let (bytes_in, bytes_out) = client.traffic();
+            self.stats.bytes_in += bytes_in;
+            self.stats.bytes_out += bytes_out;
+            if logging::enabled(Level::Info) {
+                let who = Who(client.peer(), fd);
+                if client.peer().is_some() {
+                    info!(
+                        "disconnected {who} ({reason}; {bytes_in} bytes in, {bytes_out} bytes out)"
+                    );
+                } else {
+                    info!("disconnected {who} ({reason})");
+                }
+            }
         }
         // A descriptor is free again: accept now rather than at the timer.
         if let Some(paused) = &mut self.paused {
@@ -424,7 +494,7 @@ impl<C: Client> Server<C> {
     /// resets or vanishes is routine (debug); anything else is a warning.
     pub fn close_after_error(&mut self, fd: RawFd, error: io::Error) {
         if let Some(client) = self.client(fd) {
-            let peer = client.conn().peer();
+            let peer = Who(client.peer(), fd);
             if is_disconnect(&error) {
                 debug!("{peer}: {error}");
             } else {
@@ -475,7 +545,8 @@ impl<C: Client> Server<C> {
                     Source::Console(_) => "console (stdin)".to_owned(),
                     Source::Client(client) => {
                         let conn = client.conn();
-                        format!("client   {} ({} bytes queued)", conn.peer(), conn.pending())
+                        let who = Who(client.peer(), key.fd);
+                        format!("client   {who} ({} bytes queued)", conn.pending())
                     }
                 };
                 (key.fd, what)
@@ -535,7 +606,8 @@ impl<C: Client> Server<C> {
         self.client_fds(&mut fds);
         for fd in fds {
             if let Some(client) = self.client_mut(fd) {
-                let _ = client.conn_mut().flush();
+                let written = client.conn_mut().flush().unwrap_or(0);
+                self.stats.bytes_out += written as u64;
             }
             self.close_client(fd, "server stopping");
         }
