@@ -48,6 +48,7 @@ PEER_SERVERS = [
 ]
 # -q: no per-connection log lines (the peers log nothing either).
 DEFAULT_RSELECTORS = f"{ROOT_DIR / 'target' / 'release' / 'rselectors'} -q echo-server"
+DEFAULT_LOAD = f"{ROOT_DIR / 'target' / 'release' / 'rselectors'} load"
 
 # (row name, conns, size, mode, pipeline)
 WORKLOADS = [
@@ -343,10 +344,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per (workload, server)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 2 s each")
-    parser.add_argument("--load", default=str(PEER_BIN / "loadgen"),
-                        help="load generator command; flags --addr --conns --size "
-                             "--duration --mode --pipeline are appended "
-                             "(e.g. 'target/release/rselectors load')")
+    parser.add_argument("--load", default=DEFAULT_LOAD,
+                        help="load generator command (default: rselectors load from the "
+                             "root workspace's release build); flags --addr --conns --size "
+                             "--duration --mode --pipeline are appended")
     parser.add_argument("--rselectors", default=DEFAULT_RSELECTORS,
                         help="rselectors echo-server command (--addr is appended)")
     parser.add_argument("--servers", default="", help="comma-separated subset of columns")
