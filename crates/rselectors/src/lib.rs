@@ -62,11 +62,14 @@
 //! | `ValueError`, `KeyError`, `RuntimeError`, `OSError` | [`Error`], [`ErrorKind`] |
 
 #![deny(missing_docs)]
+// `unsafe` is for system calls only, and those live in `sys/`.
+#![deny(unsafe_code)]
 
 mod error;
 mod events;
 mod key;
 mod selector;
+#[allow(unsafe_code)]
 pub mod sys;
 mod table;
 #[cfg(any(target_os = "linux", target_os = "android"))]
