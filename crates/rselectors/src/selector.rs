@@ -1,6 +1,6 @@
 //! The generic front: every rule of the selectors API, for any backend.
 
-use crate::sys::{AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter};
+use crate::sys::{grow_cleared, AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter};
 use crate::table::{KeyTable, Map, Slot};
 use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
 use std::fmt;
@@ -251,7 +251,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {
             Some(slot) if slot.serial < serial_limit => {
                 r.events &= slot.key.events;
-                r.serial = slot.serial;
+                r.serial = slot.serial as u32;
                 !r.events.is_empty()
             }
             _ => false,
@@ -262,7 +262,10 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// The key of a stored ready entry and the events to report, if its
     /// registration still stands.
     fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
-        let slot = self.table.get(r.fd).filter(|s| s.serial == r.serial)?;
+        let slot = self
+            .table
+            .get(r.fd)
+            .filter(|s| s.serial as u32 == r.serial)?;
         let events = r.events & slot.key.events;
         (!events.is_empty()).then_some((&slot.key, events))
     }
@@ -340,7 +343,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             };
             let slot = self.table.at(i);
             let events = r.events & slot.key.events;
-            if slot.serial == r.serial && !events.is_empty() {
+            if slot.serial as u32 == r.serial && !events.is_empty() {
                 break (i, events);
             }
         };
@@ -427,10 +430,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 /// Gives `ready` room for one entry per registration, so that a backend's
 /// `wait` never allocates; in steady state this is one comparison.
 fn make_room(ready: &mut ReadyList, registered: usize) {
-    let wanted = registered.max(1);
-    if ready.entries.capacity() < wanted {
-        ready.entries.reserve(wanted - ready.entries.len());
-    }
+    ready.entries.clear();
+    grow_cleared(&mut ready.entries, registered.max(1));
 }
 
 /// The slot of `fd`: `InvalidFd` for a negative number (Python's

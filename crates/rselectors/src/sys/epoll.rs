@@ -1,6 +1,6 @@
 //! `epoll(7)`: level-triggered, the descriptor stored in the event's data.
 
-use super::{cvt, timeout_millis, Backend, ReadyList, Waiter};
+use super::{cvt, grow_cleared, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -57,13 +57,10 @@ fn wait_into(
     ready: &mut ReadyList,
     timeout: Option<Duration>,
 ) -> io::Result<()> {
-    // Grows only when registrations did (the front sizes `ready`).
-    let wanted = ready.entries.capacity().max(1);
-    if events.capacity() < wanted {
-        events.reserve(wanted - events.len());
-    }
-    let max = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
     events.clear();
+    // Grows only when registrations did (the front sizes `ready`).
+    grow_cleared(events, ready.entries.capacity().max(1));
+    let max = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
     // SAFETY: the buffer has room for `max` (>= 1) events and the kernel
     // writes at most `max` of them; `epfd` is open (we hold it).
     let n = cvt(unsafe {

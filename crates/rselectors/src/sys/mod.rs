@@ -103,9 +103,14 @@ pub trait Waiter: Send {
 pub(crate) struct Ready {
     pub(crate) fd: RawFd,
     pub(crate) events: Events,
-    /// The serial of the registration the event was for.
-    pub(crate) serial: u64,
+    /// The low 32 bits of the serial of the registration the event was
+    /// for (12-byte entries; telling two registrations of one number apart
+    /// this way fails only if 2^32 registrations happen within one batch).
+    pub(crate) serial: u32,
 }
+
+// One entry per registration stays allocated: keep it small.
+const _: () = assert!(std::mem::size_of::<Ready>() == 12);
 
 /// Where a backend's `wait` puts what it found; owned by the selector and
 /// reused, so steady-state waits allocate nothing.
@@ -123,6 +128,17 @@ impl ReadyList {
             events,
             serial: 0,
         });
+    }
+}
+
+/// Makes room for `wanted` entries in a buffer that was just cleared: a new
+/// allocation rather than `reserve`, whose `realloc` would copy the whole
+/// old capacity and so make it resident (idle connections would pay for
+/// it in RSS); doubling keeps growth amortised.
+pub(crate) fn grow_cleared<T>(buffer: &mut Vec<T>, wanted: usize) {
+    debug_assert!(buffer.is_empty());
+    if buffer.capacity() < wanted {
+        *buffer = Vec::with_capacity(wanted.max(2 * buffer.capacity()));
     }
 }
 
