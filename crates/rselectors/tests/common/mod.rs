@@ -151,6 +151,18 @@ pub fn socketpair() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
+/// `n` socket pairs whose first ends are readable: (readable end, peer).
+pub fn readable_pairs(n: usize) -> Vec<(UnixStream, UnixStream)> {
+    use std::io::Write;
+    (0..n)
+        .map(|_| {
+            let (rd, mut peer) = socketpair();
+            peer.write_all(b"x").unwrap();
+            (rd, peer)
+        })
+        .collect()
+}
+
 /// A pipe: (read end, write end), blocking.
 pub fn pipe() -> (PipeReader, PipeWriter) {
     std::io::pipe().expect("pipe")

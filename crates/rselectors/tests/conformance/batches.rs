@@ -3,7 +3,9 @@
 //! fd being handled; an event of a registration that is gone is never
 //! delivered, even when its number was registered again.
 
-use crate::common::{by_fd, dup2_onto, open, select_all, socketpair, BackendUnderTest};
+use crate::common::{
+    by_fd, dup2_onto, open, readable_pairs, select_all, socketpair, BackendUnderTest,
+};
 use rselectors::Events;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -20,17 +22,6 @@ crate::per_backend!(
     next_ready_mut_hands_out_the_key,
     unregister_closing_then_close: exclusive,
 );
-
-/// `n` socket pairs whose first ends are readable: (readable end, peer).
-fn readable_pairs(n: usize) -> Vec<(UnixStream, UnixStream)> {
-    (0..n)
-        .map(|_| {
-            let (rd, mut peer) = socketpair();
-            peer.write_all(b"x").unwrap();
-            (rd, peer)
-        })
-        .collect()
-}
 
 /// Two ready fds; handling the first unregisters the second, and a new,
 /// readable socket takes the second's number and is registered: the stale

@@ -2,11 +2,10 @@
 //! uses to release the GIL), and descriptor numbers no table may be sized
 //! by.
 
-use crate::common::{by_fd, dup2_onto, open, socketpair, BackendUnderTest};
+use crate::common::{by_fd, dup2_onto, open, readable_pairs, socketpair, BackendUnderTest};
 use rselectors::{Error, Events, Fd};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(5);
@@ -18,16 +17,6 @@ crate::per_backend!(
     registration_made_while_detached_gets_no_stale_event: exclusive,
     closed_or_huge_fd_is_refused,
 );
-
-fn readable_pairs(n: usize) -> Vec<(UnixStream, UnixStream)> {
-    (0..n)
-        .map(|_| {
-            let (rd, mut peer) = socketpair();
-            peer.write_all(b"x").unwrap();
-            (rd, peer)
-        })
-        .collect()
-}
 
 fn ready_fds<M: BackendUnderTest>(
     sel: &mut rselectors::Selector<M::Backend, Fd, ()>,
