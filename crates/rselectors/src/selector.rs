@@ -113,8 +113,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         data: D,
     ) -> Result<&SelectorKey<F, D>, Rejected<F, D>> {
         let fd = fileobj.as_raw_fd();
+        let serial = self.next_serial;
         let checked = self.check_new(fd, events);
-        let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events)?));
+        let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events, tag(serial))?));
         if let Err(error) = added {
             return Err(Rejected {
                 error,
@@ -122,7 +123,6 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
                 data,
             });
         }
-        let serial = self.next_serial;
         self.next_serial += 1;
         let key = SelectorKey {
             fileobj,
@@ -194,7 +194,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         }
         let slot = self.table.get_mut(fd).expect("looked up");
         if slot.key.events != events {
-            if let Err(e) = backend.modify(fd, events) {
+            if let Err(e) = backend.modify(fd, events, tag(slot.serial)) {
                 let _ = backend.remove(fd);
                 self.table.remove(fd);
                 return Err(Error::Os(e));
@@ -205,9 +205,11 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// Waits until a registered file object is ready or `timeout` passes
-    /// (`None`: no limit; zero: just look), and returns how many are ready.
-    /// Take them with [`Selector::next_ready`] (or read them with
-    /// [`Selector::ready_keys`]).
+    /// (`None`: no limit; zero: just look), and returns how many ready
+    /// events it found. Take them with [`Selector::next_ready`] (or read
+    /// them with [`Selector::ready_keys`]), which skips any whose
+    /// registration has gone since (so the count is an upper bound once
+    /// the caller unregisters something).
     ///
     /// A timeout below the backend's resolution is rounded up, never down
     /// to a busy poll. A signal (`EINTR`) does not end the wait early: it
@@ -240,7 +242,12 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.cursor = 0;
         make_room(&mut self.ready, self.table.len());
         backend.wait(&mut self.ready, timeout)?;
-        Ok(self.resolve_ready(u64::MAX))
+        if backend.tags_events() {
+            // Each event names its registration: checked as it is taken.
+            Ok(self.ready.entries.len())
+        } else {
+            Ok(self.resolve_ready(u64::MAX))
+        }
     }
 
     /// Keeps the ready entries of registrations older than `serial_limit`,
@@ -251,7 +258,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {
             Some(slot) if slot.serial < serial_limit => {
                 r.events &= slot.key.events;
-                r.serial = slot.serial as u32;
+                r.serial = tag(slot.serial);
                 !r.events.is_empty()
             }
             _ => false,
@@ -293,24 +300,24 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 
     /// Brings back a detached wait and makes its results those of the
     /// last `select` (see [`Selector::next_ready`]); returns how many are
-    /// ready. Results for registrations removed meanwhile are dropped.
-    /// So are those for registrations made meanwhile when the wait ran on a
-    /// snapshot (poll, select: it saw the file that had the number before;
-    /// the next `select` reports the new one). An epoll wait watches the
-    /// live interest set and reports them, as CPython does; like CPython,
-    /// it cannot tell an event that the kernel delivered just before the
-    /// number changed hands from one for the new file.
+    /// ready. Results for registrations removed meanwhile are never
+    /// delivered. An epoll wait watches the live interest set, so it also
+    /// reports registrations made meanwhile, as CPython's does (each event
+    /// names its registration, so one for the file that had the number
+    /// before is told apart). A wait on a snapshot (poll, select) saw only
+    /// the files registered when it was detached: its results for numbers
+    /// registered since are dropped, and the next `select` reports them.
     pub fn attach_wait(&mut self, wait: DetachedWait<B::Waiter>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        let serial_limit = if wait.waiter.sees_later_registrations() {
-            u64::MAX
-        } else {
-            wait.first_new_serial
-        };
+        let tagged = wait.waiter.tags_events();
         backend.reattach(wait.waiter);
         self.ready = wait.ready;
         self.cursor = 0;
-        Ok(self.resolve_ready(serial_limit))
+        if tagged {
+            Ok(self.ready.entries.len())
+        } else {
+            Ok(self.resolve_ready(wait.first_new_serial))
+        }
     }
 
     /// The next ready descriptor of the last `select`, with the events it
@@ -343,7 +350,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             };
             let slot = self.table.at(i);
             let events = r.events & slot.key.events;
-            if slot.serial as u32 == r.serial && !events.is_empty() {
+            if tag(slot.serial) == r.serial && !events.is_empty() {
                 break (i, events);
             }
         };
@@ -425,6 +432,11 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.clear();
         self.cursor = 0;
     }
+}
+
+/// The 32-bit tag of a registration's serial, as stored with ready events.
+fn tag(serial: u64) -> u32 {
+    serial as u32
 }
 
 /// Gives `ready` room for one entry per registration, so that a backend's

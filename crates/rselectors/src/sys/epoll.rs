@@ -77,16 +77,18 @@ fn wait_into(
     for event in events.iter() {
         // Copy the fields out of the (on x86-64 packed) struct.
         let (flags, data) = (event.events, event.u64);
-        ready.push(data as u32 as RawFd, readiness(flags));
+        ready.push_tagged(data as u32 as RawFd, readiness(flags), (data >> 32) as u32);
     }
     Ok(())
 }
 
 impl EpollBackend {
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: Events) -> io::Result<()> {
+    /// The event data is the descriptor (low 32 bits) and the
+    /// registration's tag (high 32 bits).
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: interest(events),
-            u64: fd as u32 as u64,
+            u64: fd as u32 as u64 | (tag as u64) << 32,
         };
         // SAFETY: `epfd` is an open epoll descriptor owned by `self`, and
         // `event` is a valid epoll_event that outlives the call (the kernel
@@ -116,16 +118,20 @@ impl Backend for EpollBackend {
         "epoll"
     }
 
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, tag)
     }
 
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events)
+    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, tag)
+    }
+
+    fn tags_events(&self) -> bool {
+        true
     }
 
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty())
+        self.ctl(libc::EPOLL_CTL_DEL, fd, Events::empty(), 0)
     }
 
     /// No `EPOLL_CTL_DEL`: closing the last descriptor of the open file
@@ -160,7 +166,7 @@ impl Waiter for EpollWaiter {
         wait_into(&self.epfd, &mut self.events, ready, timeout)
     }
 
-    fn sees_later_registrations(&self) -> bool {
+    fn tags_events(&self) -> bool {
         true
     }
 }

@@ -40,11 +40,13 @@ pub trait Backend {
 
     /// Starts watching `fd` for `events`. The selector has checked that
     /// `fd` is not negative, not watched yet, below [`Backend::fd_limit`],
-    /// and that `events` is a valid mask.
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()>;
+    /// and that `events` is a valid mask. `tag` names the registration; a
+    /// backend that can store it in the kernel reports it with each event
+    /// (see [`Backend::tags_events`]).
+    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
 
-    /// Changes the events of a watched `fd`.
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()>;
+    /// Changes the events of a watched `fd` (registered with `tag`).
+    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
 
     /// Stops watching `fd`. The selector forgets the key whatever this
     /// returns: the descriptor may have been closed already.
@@ -72,6 +74,15 @@ pub trait Backend {
         None
     }
 
+    /// True if every event `wait` reports carries the `tag` of the
+    /// registration it belongs to ([`ReadyList::push_tagged`]), read back
+    /// from the kernel (epoll's event data). The selector then checks each
+    /// event against its registration lazily, as it is taken, instead of
+    /// looking every one up after the wait.
+    fn tags_events(&self) -> bool {
+        false
+    }
+
     /// What [`Backend::detach`] hands out.
     type Waiter: Waiter;
 
@@ -89,11 +100,11 @@ pub trait Waiter: Send {
     /// Like [`Backend::wait`].
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
 
-    /// True if the wait watches the kernel's live interest set (epoll), so
-    /// that it reports descriptors registered after it was detached; false
-    /// if it waits on a snapshot (poll, select), whose results for a number
-    /// registered later belong to the file that had the number before.
-    fn sees_later_registrations(&self) -> bool {
+    /// As [`Backend::tags_events`]. A wait on the kernel's live interest
+    /// set (epoll) also reports registrations made after it was detached,
+    /// under their own tags; one on a snapshot (poll, select) reports, for
+    /// a number registered later, the file that had the number before.
+    fn tags_events(&self) -> bool {
         false
     }
 }
@@ -123,10 +134,17 @@ impl ReadyList {
     /// Reports `fd` ready for `events`.
     #[inline]
     pub fn push(&mut self, fd: RawFd, events: Events) {
+        self.push_tagged(fd, events, 0);
+    }
+
+    /// Reports `fd` ready for `events`, for the registration `tag` (the
+    /// one given to [`Backend::add`]).
+    #[inline]
+    pub fn push_tagged(&mut self, fd: RawFd, events: Events, tag: u32) {
         self.entries.push(Ready {
             fd,
             events,
-            serial: 0,
+            serial: tag,
         });
     }
 }
@@ -299,8 +317,8 @@ impl Waiter for AnyWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         dispatch!(AnyWaiter, self, w => w.wait(ready, timeout))
     }
-    fn sees_later_registrations(&self) -> bool {
-        dispatch!(AnyWaiter, self, w => w.sees_later_registrations())
+    fn tags_events(&self) -> bool {
+        dispatch!(AnyWaiter, self, w => w.tags_events())
     }
 }
 
@@ -317,12 +335,16 @@ impl Backend for AnyBackend {
         dispatch!(AnyBackend, self, b => b.fd_limit())
     }
     #[inline]
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        dispatch!(AnyBackend, self, b => b.add(fd, events))
+    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
+        dispatch!(AnyBackend, self, b => b.add(fd, events, tag))
     }
     #[inline]
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
-        dispatch!(AnyBackend, self, b => b.modify(fd, events))
+    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
+        dispatch!(AnyBackend, self, b => b.modify(fd, events, tag))
+    }
+    #[inline]
+    fn tags_events(&self) -> bool {
+        dispatch!(AnyBackend, self, b => b.tags_events())
     }
     #[inline]
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {

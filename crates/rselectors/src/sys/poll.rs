@@ -97,7 +97,7 @@ impl Backend for PollBackend {
         "poll"
     }
 
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn add(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
         // poll(2) takes any number; refuse a closed one as epoll does (and
         // before the index is sized by it: `Fd(i32::MAX)` must not cost 8 GiB).
         check_open(fd)?;
@@ -115,7 +115,7 @@ impl Backend for PollBackend {
         Ok(())
     }
 
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
         self.slot(fd)?.events = interest(events);
         self.generation += 1;
         Ok(())

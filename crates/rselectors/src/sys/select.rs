@@ -77,7 +77,7 @@ impl Backend for SelectBackend {
         Some(LIMIT)
     }
 
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn add(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
         if !(0..LIMIT).contains(&fd) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -88,7 +88,7 @@ impl Backend for SelectBackend {
         Ok(())
     }
 
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
         if !(0..=self.max_fd).contains(&fd) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }

@@ -357,16 +357,16 @@ impl<B: Backend> Backend for Counting<B> {
     fn fd_limit(&self) -> Option<RawFd> {
         self.inner.fd_limit()
     }
-    fn add(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
         self.calls.add.fetch_add(1, Ordering::SeqCst);
-        self.inner.add(fd, events)
+        self.inner.add(fd, events, tag)
     }
-    fn modify(&mut self, fd: RawFd, events: Events) -> io::Result<()> {
+    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
         self.calls.modify.fetch_add(1, Ordering::SeqCst);
         if self.calls.fail_modify.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
-        self.inner.modify(fd, events)
+        self.inner.modify(fd, events, tag)
     }
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
         self.calls.remove.fetch_add(1, Ordering::SeqCst);
@@ -381,6 +381,9 @@ impl<B: Backend> Backend for Counting<B> {
     }
     fn fileno(&self) -> Option<RawFd> {
         self.inner.fileno()
+    }
+    fn tags_events(&self) -> bool {
+        self.inner.tags_events()
     }
     fn detach(&mut self) -> B::Waiter {
         self.inner.detach()
