@@ -115,8 +115,9 @@ pub(crate) struct Ready {
     pub(crate) fd: RawFd,
     pub(crate) events: Events,
     /// The low 32 bits of the serial of the registration the event was
-    /// for (12-byte entries; telling two registrations of one number apart
-    /// this way fails only if 2^32 registrations happen within one batch).
+    /// for (12-byte entries; two registrations of one number look alike
+    /// only if exactly 2^32 registrations lie between them while an event
+    /// of the first is still pending).
     pub(crate) serial: u32,
 }
 
