@@ -140,15 +140,11 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// alone. Ready events of this registration not yet taken from
     /// [`Selector::next_ready`] are dropped.
     pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
-        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        if fd < 0 {
-            return Err(Error::InvalidFd(fd));
-        }
-        let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
         // The OS may have forgotten the descriptor already (closed, EBADF /
         // ENOENT); CPython ignores that too, and the key goes either way.
-        let _ = backend.remove(fd);
-        Ok(slot.key)
+        self.take_key(fd, |backend| {
+            let _ = backend.remove(fd);
+        })
     }
 
     /// Unregisters `fd`, whose file the caller closes right away, and
@@ -162,12 +158,19 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// otherwise epoll keeps reporting it, and its events would be taken for
     /// a later registration of the same number.
     pub fn unregister_closing(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
+        self.take_key(fd, |backend| {
+            let _ = backend.forget(fd);
+        })
+    }
+
+    /// Removes `fd`'s key from the table, telling the backend with `tell`.
+    fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         if fd < 0 {
             return Err(Error::InvalidFd(fd));
         }
         let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
-        let _ = backend.forget(fd);
+        tell(backend);
         Ok(slot.key)
     }
 
@@ -177,22 +180,28 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// the new events, the registration is removed (its key dropped) and
     /// the OS error returned, as CPython does (bpo-30014).
     pub fn modify(&mut self, fd: RawFd, events: Events, data: D) -> Result<&SelectorKey<F, D>> {
-        self.modify_events(fd, events)?;
-        let slot = self.table.get_mut(fd).expect("modify_events checked it");
-        slot.key.data = data;
-        Ok(&slot.key)
+        let position = self.set_events(fd, events)?;
+        let key = &mut self.table.at_mut(position).key;
+        key.data = data;
+        Ok(key)
     }
 
     /// Changes the events of `fd`'s registration and keeps its data (the
     /// seeds' `modify(sock, EVENT_READ)`, without handing the data back in).
     pub fn modify_events(&mut self, fd: RawFd, events: Events) -> Result<&SelectorKey<F, D>> {
+        let position = self.set_events(fd, events)?;
+        Ok(&self.table.at(position).key)
+    }
+
+    /// The rules of `modify` for the events; returns where the key is.
+    fn set_events(&mut self, fd: RawFd, events: Events) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         // CPython looks the file object up before it checks the mask.
-        lookup(&self.table, fd)?;
+        let position = lookup_position(&self.table, fd)?;
         if !events.is_valid_mask() {
             return Err(Error::InvalidEvents(events.bits()));
         }
-        let slot = self.table.get_mut(fd).expect("looked up");
+        let slot = self.table.at_mut(position);
         if slot.key.events != events {
             if let Err(e) = backend.modify(fd, events, tag(slot.serial)) {
                 let _ = backend.remove(fd);
@@ -201,7 +210,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             }
             slot.key.events = events;
         }
-        Ok(&self.table.get(fd).expect("present").key)
+        Ok(position)
     }
 
     /// Waits until a registered file object is ready or `timeout` passes
@@ -238,7 +247,6 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// callers that act on signals (Python runs its handlers then).
     pub fn select_once(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        self.ready.entries.clear();
         self.cursor = 0;
         make_room(&mut self.ready, self.table.len());
         backend.wait(&mut self.ready, timeout)?;
@@ -289,7 +297,6 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         let mut ready = std::mem::take(&mut self.ready);
         self.cursor = 0;
-        ready.entries.clear();
         make_room(&mut ready, self.table.len());
         Ok(DetachedWait {
             waiter: backend.detach(),
@@ -385,8 +392,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if self.backend.is_none() {
             return Err(Error::Closed);
         }
-        lookup(&self.table, fd)?;
-        let key = &mut self.table.get_mut(fd).expect("looked up").key;
+        let position = lookup_position(&self.table, fd)?;
+        let key = &mut self.table.at_mut(position).key;
         Ok(KeyMut {
             fileobj: &mut key.fileobj,
             fd: key.fd,
@@ -439,8 +446,9 @@ fn tag(serial: u64) -> u32 {
     serial as u32
 }
 
-/// Gives `ready` room for one entry per registration, so that a backend's
-/// `wait` never allocates; in steady state this is one comparison.
+/// Empties `ready` and gives it room for one entry per registration, so
+/// that a backend's `wait` never allocates; in steady state this is one
+/// comparison.
 fn make_room(ready: &mut ReadyList, registered: usize) {
     ready.entries.clear();
     grow_cleared(&mut ready.entries, registered.max(1));
@@ -449,10 +457,15 @@ fn make_room(ready: &mut ReadyList, registered: usize) {
 /// The slot of `fd`: `InvalidFd` for a negative number (Python's
 /// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
 fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
+    Ok(table.at(lookup_position(table, fd)?))
+}
+
+/// Where `fd`'s slot is, with the errors of [`lookup`].
+fn lookup_position<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<usize> {
     if fd < 0 {
         return Err(Error::InvalidFd(fd));
     }
-    table.get(fd).ok_or(Error::NotRegistered(fd))
+    table.position(fd).ok_or(Error::NotRegistered(fd))
 }
 
 impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {

@@ -54,10 +54,6 @@ impl<F, D> KeyTable<F, D> {
         &mut self.slots[i]
     }
 
-    pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<&mut Slot<F, D>> {
-        self.position(fd).map(move |i| &mut self.slots[i])
-    }
-
     /// Inserts a key whose fd (non-negative) is not in the table yet.
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         let fd = slot.key.fd as usize;
