@@ -35,8 +35,10 @@ impl<F, D> KeyTable<F, D> {
     }
 
     /// Where `fd`'s slot is, for [`KeyTable::at_mut`].
+    #[inline]
     pub(crate) fn position(&self, fd: RawFd) -> Option<usize> {
-        let i = *self.index.get(usize::try_from(fd).ok()?)?;
+        // A negative number wraps to one past any index, like a large one.
+        let i = *self.index.get(fd as u32 as usize)?;
         (i != VACANT).then_some(i as usize)
     }
 

@@ -1,4 +1,6 @@
-//! `epoll(7)`: level-triggered, the descriptor stored in the event's data.
+//! `epoll(7)`: level-triggered; each event's data is the descriptor and
+//! its registration's tag, and `epoll_wait` writes straight into the
+//! selector's ready list (laid out as `epoll_event`s, see `Ready`).
 
 use super::{cvt, grow_cleared, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
@@ -13,17 +15,12 @@ pub struct EpollBackend {
     /// Shared with detached waiters, so closing the selector while one
     /// waits cannot close (and let the number be reused) under it.
     epfd: Arc<OwnedFd>,
-    /// The kernel's output buffer, sized like `ready` (one entry per
-    /// registration, CPython's `max_ev`), so that a single `epoll_wait` can
-    /// report everything that is ready.
-    events: Vec<libc::epoll_event>,
 }
 
 /// A detached `epoll_wait` ([`Backend::detach`]).
 #[derive(Debug)]
 pub struct EpollWaiter {
     epfd: Arc<OwnedFd>,
-    events: Vec<libc::epoll_event>,
 }
 
 fn interest(events: Events) -> u32 {
@@ -50,34 +47,34 @@ fn readiness(flags: u32) -> Events {
     events
 }
 
-/// One `epoll_wait` into `events`' spare capacity, results onto `ready`.
-fn wait_into(
-    epfd: &OwnedFd,
-    events: &mut Vec<libc::epoll_event>,
-    ready: &mut ReadyList,
-    timeout: Option<Duration>,
-) -> io::Result<()> {
-    events.clear();
-    // Grows only when registrations did (the front sizes `ready`).
-    grow_cleared(events, ready.entries.capacity().max(1));
-    let max = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
-    // SAFETY: the buffer has room for `max` (>= 1) events and the kernel
-    // writes at most `max` of them; `epfd` is open (we hold it).
+/// One `epoll_wait` into `ready`'s spare capacity, which the front sizes
+/// like the table (one entry per registration, CPython's `max_ev`), so a
+/// single call can report everything that is ready.
+#[inline]
+fn wait_into(epfd: &OwnedFd, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
+    let entries = &mut ready.entries;
+    entries.clear();
+    grow_cleared(entries, 1);
+    let max = entries.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `Ready` has the size and field offsets of `epoll_event` (the
+    // assertions next to it), any bytes are valid for its integer fields
+    // (its padding, which the kernel leaves alone, is `MaybeUninit`), and
+    // the buffer has room for `max` (>= 1) of them; the kernel writes
+    // at most `max` and copies them out byte by byte, so `Ready`'s 4-byte
+    // alignment is enough. `epfd` is open (we hold it).
     let n = cvt(unsafe {
         libc::epoll_wait(
             epfd.as_raw_fd(),
-            events.as_mut_ptr(),
+            entries.as_mut_ptr().cast::<libc::epoll_event>(),
             max,
             timeout_millis(timeout),
         )
     })?;
     // SAFETY: epoll_wait initialised the first `n` (<= max <= capacity)
     // entries.
-    unsafe { events.set_len(n as usize) };
-    for event in events.iter() {
-        // Copy the fields out of the (on x86-64 packed) struct.
-        let (flags, data) = (event.events, event.u64);
-        ready.push_tagged(data as u32 as RawFd, readiness(flags), (data >> 32) as u32);
+    unsafe { entries.set_len(n as usize) };
+    for entry in entries.iter_mut() {
+        entry.events = readiness(entry.events.bits());
     }
     Ok(())
 }
@@ -108,10 +105,7 @@ impl Backend for EpollBackend {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: see above: `fd` is open and owned by no one else.
         let epfd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(EpollBackend {
-            epfd,
-            events: Vec::new(),
-        })
+        Ok(EpollBackend { epfd })
     }
 
     fn name(&self) -> &'static str {
@@ -142,7 +136,7 @@ impl Backend for EpollBackend {
 
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        wait_into(&self.epfd, &mut self.events, ready, timeout)
+        wait_into(&self.epfd, ready, timeout)
     }
 
     fn fileno(&self) -> Option<RawFd> {
@@ -152,18 +146,15 @@ impl Backend for EpollBackend {
     fn detach(&mut self) -> EpollWaiter {
         EpollWaiter {
             epfd: Arc::clone(&self.epfd),
-            events: std::mem::take(&mut self.events),
         }
     }
 
-    fn reattach(&mut self, waiter: EpollWaiter) {
-        self.events = waiter.events;
-    }
+    fn reattach(&mut self, _waiter: EpollWaiter) {}
 }
 
 impl Waiter for EpollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        wait_into(&self.epfd, &mut self.events, ready, timeout)
+        wait_into(&self.epfd, ready, timeout)
     }
 
     fn tags_events(&self) -> bool {

@@ -9,6 +9,7 @@
 
 use crate::Events;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::time::Duration;
@@ -110,18 +111,52 @@ pub trait Waiter: Send {
 }
 
 /// One ready descriptor, as stored between `select()` and `next_ready()`.
+///
+/// Laid out like the kernel's `struct epoll_event` whose data is
+/// `fd | serial << 32`, so that `epoll_wait` writes straight into the ready
+/// list (no second buffer, no copy); the epoll backend then turns the
+/// `EPOLL*` bits in `events` into [`Events`] in place. The other backends
+/// just push entries.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub(crate) struct Ready {
-    pub(crate) fd: RawFd,
     pub(crate) events: Events,
+    /// `epoll_event` is packed on x86 and x86-64 (12 bytes) and padded to
+    /// 16 bytes elsewhere; the kernel does not write the padding.
+    _pad: MaybeUninit<[u32; READY_PAD]>,
+    #[cfg(target_endian = "little")]
+    pub(crate) fd: RawFd,
     /// The low 32 bits of the serial of the registration the event was
-    /// for (12-byte entries; two registrations of one number look alike
-    /// only if exactly 2^32 registrations lie between them while an event
-    /// of the first is still pending).
+    /// for (two registrations of one number look alike only if exactly
+    /// 2^32 registrations lie between them while an event of the first is
+    /// still pending).
     pub(crate) serial: u32,
+    #[cfg(target_endian = "big")]
+    pub(crate) fd: RawFd,
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const READY_PAD: usize = (std::mem::size_of::<libc::epoll_event>() - 12) / 4;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const READY_PAD: usize = 0;
+
+// The layout `epoll_wait` writes: events, then the 64-bit data word whose
+// low half is the descriptor and high half the tag.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Ready>() == size_of::<libc::epoll_event>());
+    assert!(offset_of!(Ready, events) == offset_of!(libc::epoll_event, events));
+    assert!(size_of::<Events>() == size_of::<u32>());
+    let data = offset_of!(libc::epoll_event, u64);
+    #[cfg(target_endian = "little")]
+    assert!(offset_of!(Ready, fd) == data && offset_of!(Ready, serial) == data + 4);
+    #[cfg(target_endian = "big")]
+    assert!(offset_of!(Ready, serial) == data && offset_of!(Ready, fd) == data + 4);
+};
+
 // One entry per registration stays allocated: keep it small.
+#[cfg(target_arch = "x86_64")]
 const _: () = assert!(std::mem::size_of::<Ready>() == 12);
 
 /// Where a backend's `wait` puts what it found; owned by the selector and
@@ -143,8 +178,9 @@ impl ReadyList {
     #[inline]
     pub fn push_tagged(&mut self, fd: RawFd, events: Events, tag: u32) {
         self.entries.push(Ready {
-            fd,
             events,
+            _pad: MaybeUninit::uninit(),
+            fd,
             serial: tag,
         });
     }
