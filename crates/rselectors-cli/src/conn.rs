@@ -5,7 +5,9 @@
 //! for WRITE (see [`Conn::interest`]) until it is gone.
 
 use rselectors::Events;
-use std::io::{self, Read, Write};
+use rustix::io::Errno;
+use rustix::net::SendFlags;
+use std::io;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -85,18 +87,22 @@ impl Conn {
     }
 
     /// One `read(2)` into `buf`.
+    ///
+    /// The system calls here go through `rustix` (a direct system call and
+    /// an `Errno`), not `std`'s `Read` (libc's wrapper, `errno`, then an
+    /// `io::Error` to classify): this runs once per message.
     #[inline]
     pub fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         loop {
-            return match self.stream.read(buf) {
+            return match rustix::io::read(&self.stream, &mut *buf) {
                 Ok(0) if !buf.is_empty() => {
                     self.read_done = true;
                     Ok(Received::Eof)
                 }
                 Ok(n) => Ok(Received::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
+                Err(Errno::AGAIN) => Ok(Received::WouldBlock),
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(e.into()),
             };
         }
     }
@@ -105,7 +111,7 @@ impl Conn {
     /// how many were written. When nothing was queued before, the bytes go
     /// straight to the socket without being copied into the buffer first,
     /// and only what the socket did not take is copied.
-    #[inline]
+    #[inline(always)]
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if self.out.is_some() {
             self.queue(bytes);
@@ -118,7 +124,10 @@ impl Conn {
         Ok(written)
     }
 
-    /// Queues `bytes` without writing.
+    /// Queues `bytes` without writing. Out of line: the usual reply goes
+    /// out whole, and the send above stays small enough to inline.
+    #[cold]
+    #[inline(never)]
     pub fn queue(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
@@ -181,22 +190,23 @@ impl Conn {
 /// Writes what the socket takes now (possibly nothing): the count written,
 /// 0 if the socket is full.
 ///
-/// One successful `write(2)` at most: a non-blocking TCP socket takes all
+/// One successful `send(2)` at most: a non-blocking TCP socket takes all
 /// it has room for, so a short write means it is full, and trying again
 /// would only cost a system call to hear `EAGAIN`. The rest waits for
-/// WRITE readiness.
+/// WRITE readiness. `MSG_NOSIGNAL`: a peer that went away is an `EPIPE`
+/// error, never a `SIGPIPE`.
 #[inline]
 fn write_nonblocking(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     if bytes.is_empty() {
         return Ok(0);
     }
     loop {
-        return match stream.write(bytes) {
+        return match rustix::net::send(&*stream, bytes, SendFlags::NOSIGNAL) {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
+            Err(Errno::AGAIN) => Ok(0),
+            Err(Errno::INTR) => continue,
+            Err(e) => Err(e.into()),
         };
     }
 }

@@ -252,25 +252,29 @@ impl<C: Client> Server<C> {
         loop {
             let (key, ready) = self.sel.next_ready_mut()?;
             let fd = key.fd;
-            let step = match key.fileobj {
-                Source::Client(client) => {
-                    match on_client(client, key.events, ready, &mut self.stats) {
-                        Some(step) => step,
-                        None => return Some(Event::Client(fd, ready)),
+            // Clients first, tested alone: one compare instead of a jump
+            // table on the busy path.
+            let step = if let Source::Client(client) = key.fileobj {
+                match on_client(client, key.events, ready, &mut self.stats) {
+                    Some(step) => step,
+                    None => return Some(Event::Client(fd, ready)),
+                }
+            } else {
+                match key.fileobj {
+                    Source::Client(_) => unreachable!("handled above"),
+                    Source::Listener(_) => {
+                        self.accept_ready();
+                        continue;
                     }
+                    Source::Waker(waker) => {
+                        // Reset before the owner looks at its inbox, so that a
+                        // post made after this point wakes the loop again.
+                        let _ = waker.reset();
+                        self.take_signal();
+                        return Some(Event::Wake);
+                    }
+                    Source::Console(_) => return Some(Event::Console(fd)),
                 }
-                Source::Listener(_) => {
-                    self.accept_ready();
-                    continue;
-                }
-                Source::Waker(waker) => {
-                    // Reset before the owner looks at its inbox, so that a
-                    // post made after this point wakes the loop again.
-                    let _ = waker.reset();
-                    self.take_signal();
-                    return Some(Event::Wake);
-                }
-                Source::Console(_) => return Some(Event::Console(fd)),
             };
             match step {
                 Step::Keep => {}
