@@ -93,14 +93,14 @@ def perf_works() -> bool:
 class Server:
     """A running server process, pinned, with its listening address."""
 
-    def __init__(self, cmd: list[str], core: int | None):
+    def __init__(self, cmd: list[str], core: int | None, wrapper: list[str] | None = None):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            pin(core) + cmd + ["--addr", "127.0.0.1:0"],
+            pin(core) + (wrapper or []) + cmd + ["--addr", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
         )
-        self.pid = self.proc.pid  # taskset execs the server: same pid
-        self.addr = self._read_addr(timeout=10.0)
+        self.pid = self.proc.pid  # taskset (and valgrind) exec the server: same pid
+        self.addr = self._read_addr(timeout=60.0 if wrapper else 10.0)
 
     def _read_addr(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -255,6 +255,46 @@ def user_fraction(perf_data: str) -> float | None:
     return user / (user + kernel) if user + kernel >= 100 else None
 
 
+def callgrind_instructions(server_cmd, workload, args) -> dict:
+    """User-space instructions the server executes per message, counted by
+    callgrind: deterministic for a given binary and input, unlike sampled
+    time. One run under load minus one run that serves nothing (start-up
+    and shutdown). Under valgrind the server runs ~50x slower, so it finds
+    more events per wait than at full speed: compare columns, not absolutes."""
+    _, conns, size, mode, pipeline = workload
+    totals = []
+    for loaded in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "callgrind.out")
+            wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
+            server = Server(server_cmd, args.server_core, wrapper)
+            summary: dict[str, str] = {}
+            try:
+                if loaded:
+                    load = subprocess.run(
+                        pin(args.load_core) + shlex.split(args.load) + [
+                            "--addr", server.addr, "--conns", str(conns), "--size", str(size),
+                            "--duration", str(args.callgrind_seconds), "--mode", mode,
+                            "--pipeline", str(pipeline)],
+                        capture_output=True, text=True, timeout=args.callgrind_seconds + 120,
+                        check=False, stdin=subprocess.DEVNULL)
+                    summary = parse_summary(load.stdout)
+            finally:
+                server.stop()
+            try:
+                text = Path(out).read_text(errors="replace")
+            except OSError:
+                return {}
+            match = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+            if match is None:
+                return {}
+            totals.append(int(match.group(1)))
+            msgs = int(summary.get("msgs", 0))
+    if msgs <= 0 or int(summary.get("errors", 1)) != 0:
+        return {}
+    return {"ir_per_msg": (totals[1] - totals[0]) / msgs, "msgs": msgs}
+
+
 def run_idle(server_cmd, args) -> dict:
     """Holds args.idle_conns connections, each echoed once, and reads the server's RSS."""
     server = Server(server_cmd, args.server_core)
@@ -358,6 +398,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--user-sampling", type=int, default=4999, metavar="HZ",
                         help="split CPU into user/system by `perf record -e cpu-clock -F HZ` "
                              "samples instead of the tick-based rusage split (0: rusage)")
+    parser.add_argument("--callgrind-seconds", type=float, default=3.0, metavar="SECS",
+                        help="load per server and workload under valgrind --tool=callgrind "
+                             "for the instructions-per-message table (0 skips it)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"))
     args = parser.parse_args()
@@ -440,6 +483,20 @@ def main() -> int:
                 idle.setdefault(name, []).append(result)
                 log(f"[idle {args.idle_conns}] rep {rep + 1} {name}: {result}")
 
+    instructions: dict[tuple[str, str], dict] = {}
+    if args.callgrind_seconds > 0 and shutil.which("valgrind"):
+        for workload in workloads:
+            for name, cmd in servers:
+                try:
+                    result = callgrind_instructions(cmd, workload, args)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+                    result = {"failure": str(err)}
+                instructions[(workload[0], name)] = result
+                log(f"[{workload[0]}] callgrind {name}: {result}")
+    elif args.callgrind_seconds > 0:
+        notes.append("instructions per message: n/a, valgrind not found "
+                     "(Debian: `apt-get install -y valgrind`).")
+
     rows = [w[0] for w in workloads]
 
     def metric_cell(key: str, digits: int):
@@ -455,6 +512,13 @@ def main() -> int:
                 if args.user_sampling > 0 and use_perf else "rusage ru_utime")
     out.append(table(f"Server user-space CPU per message, ns ({user_how}; lower is better)",
                      rows, names, metric_cell("user_ns_per_msg", 0)))
+    if instructions:
+        def ir_cell(row: str, server: str) -> str:
+            base = instructions.get((row, BASELINE), {}).get("ir_per_msg")
+            return fmt_cell(instructions.get((row, server), {}).get("ir_per_msg"), base, 0)
+        out.append(table(f"Server user-space instructions per message (callgrind, "
+                         f"{args.callgrind_seconds:g} s of load under valgrind, one run; "
+                         "deterministic; lower is better)", rows, names, ir_cell))
     out.append(table("Server total CPU (user + system) per message, ns (lower is better)",
                      rows, names, metric_cell("cpu_ns_per_msg", 0)))
     out.append(table("Messages per second (load-bound here: report, do not rank)", rows,
