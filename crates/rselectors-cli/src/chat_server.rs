@@ -66,10 +66,13 @@ pub struct ChatClient {
 }
 
 impl Client for ChatClient {
-    fn new(conn: Conn, peer: SocketAddr) -> Self {
+    const KEEPS_PEER: bool = true;
+
+    fn new(conn: Conn, peer: Option<SocketAddr>) -> Self {
         ChatClient {
             conn,
-            peer,
+            // Always given (KEEPS_PEER); the unspecified address otherwise.
+            peer: peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,

@@ -31,7 +31,7 @@ pub struct EchoClient {
 }
 
 impl Client for EchoClient {
-    fn new(conn: Conn, _peer: SocketAddr) -> Self {
+    fn new(conn: Conn, _peer: Option<SocketAddr>) -> Self {
         EchoClient { conn }
     }
     fn conn(&self) -> &Conn {

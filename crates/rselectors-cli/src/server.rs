@@ -12,6 +12,7 @@ use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
 use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
+use rustix::net::SocketFlags;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::fmt;
 use std::io;
@@ -38,8 +39,13 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 /// Per-connection state of a server.
 pub trait Client {
-    /// State for a connection just accepted from `peer`.
-    fn new(conn: Conn, peer: SocketAddr) -> Self;
+    /// Whether [`Client::new`] needs the peer's address. If not, and
+    /// per-connection logging is off, connections are accepted without it
+    /// (no address to copy out and parse per connection).
+    const KEEPS_PEER: bool = false;
+    /// State for a connection just accepted from `peer` (given whenever
+    /// [`Client::KEEPS_PEER`]).
+    fn new(conn: Conn, peer: Option<SocketAddr>) -> Self;
     /// The connection.
     fn conn(&self) -> &Conn;
     /// The connection, mutably.
@@ -294,12 +300,13 @@ impl<C: Client> Server<C> {
     }
 
     fn accept_ready(&mut self) {
+        let with_peer = C::KEEPS_PEER || logging::enabled(Level::Info);
         for _ in 0..ACCEPT_BATCH {
             let accepted = match self.sel.get_key(self.listener_fd) {
                 Ok(SelectorKey {
                     fileobj: Source::Listener(listener),
                     ..
-                }) => accept_nonblocking(listener),
+                }) => accept_nonblocking(listener, with_peer),
                 _ => return,
             };
             match accepted {
@@ -378,11 +385,12 @@ impl<C: Client> Server<C> {
         Ok(())
     }
 
-    fn add_client(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
+        let who = Who(peer, stream.as_raw_fd());
         let conn = match Conn::accepted(stream) {
             Ok(conn) => conn,
             Err(e) => {
-                debug!("{peer}: cannot set up the connection: {e}");
+                debug!("{who}: cannot set up the connection: {e}");
                 return;
             }
         };
@@ -393,10 +401,11 @@ impl<C: Client> Server<C> {
             Ok(key) => {
                 self.stats.served += 1;
                 self.clients += 1;
-                info!("connected {peer} (fd {})", key.fd);
+                // `peer` is known whenever info lines are logged.
+                info!("connected {who} (fd {})", key.fd);
             }
             // Dropping the refused connection closes it.
-            Err(refused) => warning!("refusing {peer}: {}", refused.error),
+            Err(refused) => warning!("refusing {who}: {}", refused.error),
         }
     }
 
@@ -622,14 +631,22 @@ impl<C: Client> Server<C> {
 
 /// Accepts one connection, already non-blocking (`accept4` with
 /// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
-/// the flag take two).
-fn accept_nonblocking(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+/// the flag take two), with the peer's address if `with_peer`.
+fn accept_nonblocking(
+    listener: &TcpListener,
+    with_peer: bool,
+) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    if !with_peer {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let fd = rustix::net::accept_with(listener, flags)?;
+        return Ok((fd.into(), None));
+    }
     let (socket, peer) =
         SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
     let peer = peer
         .as_socket()
         .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
-    Ok((socket.into(), peer))
+    Ok((socket.into(), Some(peer)))
 }
 
 /// A non-blocking listening socket on the first address of `addr` that
