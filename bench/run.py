@@ -124,15 +124,15 @@ class Server:
         raise RuntimeError(f"server did not print 'listening on ADDR': {seen!r} "
                            f"{self.stderr.read()[-500:]!r}")
 
-    def stop(self) -> resource.struct_rusage | None:
-        """SIGTERM, then wait4 for its rusage (SIGKILL after 5 s)."""
+    def stop(self, grace: float = 5.0) -> resource.struct_rusage | None:
+        """SIGTERM, then wait4 for its rusage (SIGKILL after `grace` s)."""
         if self.proc.returncode is not None:
             return None
         try:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + grace
         while True:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             if pid == self.pid:
@@ -257,42 +257,43 @@ def user_fraction(perf_data: str) -> float | None:
 
 def callgrind_instructions(server_cmd, workload, args) -> dict:
     """User-space instructions the server executes per message, counted by
-    callgrind: deterministic for a given binary and input, unlike sampled
-    time. One run under load minus one run that serves nothing (start-up
-    and shutdown). Under valgrind the server runs ~50x slower, so it finds
-    more events per wait than at full speed: compare columns, not absolutes."""
+    callgrind: repeatable for a given binary and input, unlike sampled time.
+    Two runs under load, of S and 2S seconds: the difference in instructions
+    over the difference in messages, so that start-up, shutdown and setting
+    up the connections cancel out. Under valgrind the server runs ~50x
+    slower, so it finds more events per wait than at full speed: compare
+    the columns of a row, not absolutes."""
     _, conns, size, mode, pipeline = workload
-    totals = []
-    for loaded in (False, True):
+    points = []
+    for seconds in (args.callgrind_seconds, 2 * args.callgrind_seconds):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "callgrind.out")
             wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out]
             server = Server(server_cmd, args.server_core, wrapper)
-            summary: dict[str, str] = {}
             try:
-                if loaded:
-                    load = subprocess.run(
-                        pin(args.load_core) + shlex.split(args.load) + [
-                            "--addr", server.addr, "--conns", str(conns), "--size", str(size),
-                            "--duration", str(args.callgrind_seconds), "--mode", mode,
-                            "--pipeline", str(pipeline)],
-                        capture_output=True, text=True, timeout=args.callgrind_seconds + 120,
-                        check=False, stdin=subprocess.DEVNULL)
-                    summary = parse_summary(load.stdout)
+                load = subprocess.run(
+                    pin(args.load_core) + shlex.split(args.load) + [
+                        "--addr", server.addr, "--conns", str(conns), "--size", str(size),
+                        "--duration", str(seconds), "--mode", mode,
+                        "--pipeline", str(pipeline)],
+                    capture_output=True, text=True, timeout=seconds + 120,
+                    check=False, stdin=subprocess.DEVNULL)
             finally:
-                server.stop()
+                server.stop(grace=60.0)
+            summary = parse_summary(load.stdout)
             try:
+                msgs, errors = int(summary.get("msgs", 0)), int(summary.get("errors", 1))
                 text = Path(out).read_text(errors="replace")
-            except OSError:
-                return {}
+            except (OSError, ValueError) as err:
+                return {"failure": f"callgrind run: {err}"}
             match = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-            if match is None:
-                return {}
-            totals.append(int(match.group(1)))
-            msgs = int(summary.get("msgs", 0))
-    if msgs <= 0 or int(summary.get("errors", 1)) != 0:
-        return {}
-    return {"ir_per_msg": (totals[1] - totals[0]) / msgs, "msgs": msgs}
+            if match is None or msgs <= 0 or errors != 0:
+                return {"failure": f"callgrind run: no total or no clean load ({summary})"}
+            points.append((int(match.group(1)), msgs))
+    (ir1, msgs1), (ir2, msgs2) = points
+    if msgs2 <= msgs1:
+        return {"failure": f"callgrind runs: {msgs1} then {msgs2} messages"}
+    return {"ir_per_msg": (ir2 - ir1) / (msgs2 - msgs1), "msgs": msgs2}
 
 
 def run_idle(server_cmd, args) -> dict:
@@ -398,9 +399,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--user-sampling", type=int, default=4999, metavar="HZ",
                         help="split CPU into user/system by `perf record -e cpu-clock -F HZ` "
                              "samples instead of the tick-based rusage split (0: rusage)")
-    parser.add_argument("--callgrind-seconds", type=float, default=3.0, metavar="SECS",
-                        help="load per server and workload under valgrind --tool=callgrind "
-                             "for the instructions-per-message table (0 skips it)")
+    parser.add_argument("--callgrind-seconds", type=float, default=2.0, metavar="SECS",
+                        help="S: load per server and workload under valgrind "
+                             "--tool=callgrind, once for S and once for 2S seconds, for the "
+                             "instructions-per-message table (0 skips it)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"))
     args = parser.parse_args()
@@ -516,9 +518,10 @@ def main() -> int:
         def ir_cell(row: str, server: str) -> str:
             base = instructions.get((row, BASELINE), {}).get("ir_per_msg")
             return fmt_cell(instructions.get((row, server), {}).get("ir_per_msg"), base, 0)
-        out.append(table(f"Server user-space instructions per message (callgrind, "
-                         f"{args.callgrind_seconds:g} s of load under valgrind, one run; "
-                         "deterministic; lower is better)", rows, names, ir_cell))
+        out.append(table(f"Server user-space instructions per message (callgrind: runs of "
+                         f"{args.callgrind_seconds:g} and {2 * args.callgrind_seconds:g} s "
+                         "under valgrind, difference over difference; lower is better)",
+                         rows, names, ir_cell))
     out.append(table("Server total CPU (user + system) per message, ns (lower is better)",
                      rows, names, metric_cell("cpu_ns_per_msg", 0)))
     out.append(table("Messages per second (load-bound here: report, do not rank)", rows,
@@ -539,6 +542,8 @@ def main() -> int:
                 for r in rs if "failure" in r]
     failures += [f"idle / {n}: {r['error']}" for n, rs in idle.items() for r in rs
                  if "error" in r]
+    failures += [f"callgrind {row} / {s}: {r['failure']}" for (row, s), r in instructions.items()
+                 if "failure" in r]
     if any(errors.values()):
         notes.append(f"load-generator errors per server (should all be 0): {errors}")
     notes += failures

@@ -69,6 +69,7 @@ impl Client for ChatClient {
     const KEEPS_PEER: bool = true;
 
     fn new(conn: Conn, peer: Option<SocketAddr>) -> Self {
+        debug_assert!(peer.is_some(), "KEEPS_PEER: the server passes the address");
         ChatClient {
             conn,
             // Always given (KEEPS_PEER); the unspecified address otherwise.

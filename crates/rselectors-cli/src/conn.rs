@@ -124,9 +124,8 @@ impl Conn {
         Ok(written)
     }
 
-    /// Queues `bytes` without writing. Out of line: the usual reply goes
-    /// out whole, and the send above stays small enough to inline.
-    #[cold]
+    /// Queues `bytes` without writing. Out of line: the usual echo reply
+    /// goes out whole, and the send above stays small enough to inline.
     #[inline(never)]
     pub fn queue(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {

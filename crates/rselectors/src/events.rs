@@ -6,9 +6,9 @@ bitflags::bitflags! {
     /// The values are those of Python's `selectors.EVENT_READ` (1) and
     /// `selectors.EVENT_WRITE` (2), so a mask crosses the Python boundary as is.
     ///
-    /// `repr(transparent)` over `u32`: any 32 bits are a valid value (the
-    /// epoll backend lets the kernel write its own bits into one, then
-    /// translates them).
+    /// `repr(transparent)` over `u32`, a layout this crate promises: any
+    /// 32 bits are a valid value (the epoll backend lets the kernel write
+    /// its own bits into one, then translates them).
     #[repr(transparent)]
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Events: u32 {

@@ -56,12 +56,11 @@ fn wait_into(epfd: &OwnedFd, ready: &mut ReadyList, timeout: Option<Duration>) -
     entries.clear();
     grow_cleared(entries, 1);
     let max = entries.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
-    // SAFETY: `Ready` has the size and field offsets of `epoll_event` (the
-    // assertions next to it), any bytes are valid for its integer fields
-    // (its padding, which the kernel leaves alone, is `MaybeUninit`), and
-    // the buffer has room for `max` (>= 1) of them; the kernel writes
-    // at most `max` and copies them out byte by byte, so `Ready`'s 4-byte
-    // alignment is enough. `epfd` is open (we hold it).
+    // SAFETY: `Ready` has the size, field offsets and (at least) the
+    // alignment of `epoll_event` (the assertions next to it), any bytes are
+    // valid for its integer fields (its padding, which the kernel leaves
+    // alone, is `MaybeUninit`), and the buffer has room for `max` (>= 1) of
+    // them; the kernel writes at most `max`. `epfd` is open (we hold it).
     let n = cvt(unsafe {
         libc::epoll_wait(
             epfd.as_raw_fd(),

@@ -119,6 +119,15 @@ pub trait Waiter: Send {
 /// just push entries.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
+// Where `epoll_event` is not packed, the kernel stores its data word as one
+// 64-bit value: give the entries its alignment (the size is 16 there anyway).
+#[cfg_attr(
+    all(
+        any(target_os = "linux", target_os = "android"),
+        not(any(target_arch = "x86", target_arch = "x86_64"))
+    ),
+    repr(align(8))
+)]
 pub(crate) struct Ready {
     pub(crate) events: Events,
     /// `epoll_event` is packed on x86 and x86-64 (12 bytes) and padded to
@@ -144,8 +153,9 @@ const READY_PAD: usize = 0;
 // low half is the descriptor and high half the tag.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const _: () = {
-    use std::mem::{offset_of, size_of};
+    use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Ready>() == size_of::<libc::epoll_event>());
+    assert!(align_of::<Ready>() >= align_of::<libc::epoll_event>());
     assert!(offset_of!(Ready, events) == offset_of!(libc::epoll_event, events));
     assert!(size_of::<Events>() == size_of::<u32>());
     let data = offset_of!(libc::epoll_event, u64);
