@@ -81,13 +81,7 @@ fn console_list_and_quit_through_stdin() {
     assert_eq!(peers[0].read_line(), chat_line(b"bye", from));
     assert_eq!(peers[1].read_line(), chat_line(b"bye", from));
 
-    server.write_stdin(b"quit\n");
-    assert!(server.wait_exit().success(), "{}", server.stderr());
-    let summary = server.wait_stdout_line("stopped (console quit)");
-    assert!(summary.contains("2 connections served"), "{summary}");
-    for peer in &mut peers {
-        assert_eq!(peer.read_to_close(), b"");
-    }
+    server.quit_from_console(2, &mut peers);
 }
 
 #[test]

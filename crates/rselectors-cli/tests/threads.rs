@@ -92,13 +92,7 @@ fn chat_console_lists_every_loop_and_quit_stops_them_all() {
     server.write_stdin(b"list\n");
     server.wait_stdout_line("event loop 1: ");
     server.wait_stdout_line("event loop 2: ");
-    server.write_stdin(b"quit\n");
-    assert!(server.wait_exit().success(), "{}", server.stderr());
-    let summary = server.wait_stdout_line("stopped (console quit)");
-    assert!(summary.contains("6 connections served"), "{summary}");
-    for peer in &mut peers {
-        assert_eq!(peer.read_to_close(), b"");
-    }
+    server.quit_from_console(6, &mut peers);
 }
 
 #[test]

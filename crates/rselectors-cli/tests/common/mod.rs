@@ -279,6 +279,24 @@ pub struct Server {
     pub addr: SocketAddr,
 }
 
+impl Server {
+    /// Types `quit` on the console, checks the clean exit and its summary
+    /// (`served` connections), and that every peer then reads end of
+    /// stream with nothing before it.
+    pub fn quit_from_console(&mut self, served: u64, peers: &mut [Peer]) {
+        self.write_stdin(b"quit\n");
+        assert!(self.wait_exit().success(), "{}", self.stderr());
+        let summary = self.wait_stdout_line("stopped (console quit)");
+        assert!(
+            summary.contains(&format!("{served} connections served")),
+            "{summary}"
+        );
+        for peer in peers {
+            assert_eq!(peer.read_to_close(), b"");
+        }
+    }
+}
+
 impl std::ops::Deref for Server {
     type Target = Proc;
     fn deref(&self) -> &Proc {
