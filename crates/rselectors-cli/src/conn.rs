@@ -65,7 +65,8 @@ impl Conn {
     /// `SOCK_NONBLOCK`).
     pub fn accepted(stream: TcpStream) -> io::Result<Conn> {
         // Replies are small and interactive; do not wait to coalesce them.
-        stream.set_nodelay(true)?;
+        // (rustix: one direct system call, once per connection.)
+        rustix::net::sockopt::set_tcp_nodelay(&stream, true)?;
         Ok(Conn {
             stream,
             out: None,

@@ -102,7 +102,8 @@ fn event_loop(
 }
 
 /// Handles `ready` for a client registered for `registered`: at most one
-/// write of queued bytes, then at most one read and one write of its echo.
+/// write of queued bytes, then at most one read and one write of its echo
+/// (upper-cased if `upper`).
 #[inline]
 fn serve(
     client: &mut EchoClient,
@@ -118,7 +119,10 @@ fn serve(
             Err(e) => return Step::Failed(e),
         }
     }
-    if ready.contains(Events::READ) && client.wants_read() {
+    // `ready` is masked with `registered`, which is always what
+    // `interest` last asked for: READ in it means the client wants to read.
+    debug_assert!(!ready.contains(Events::READ) || client.wants_read());
+    if ready.contains(Events::READ) {
         match client.conn.receive(scratch) {
             Ok(Received::Data(n)) => {
                 stats.bytes_in += n as u64;
@@ -129,7 +133,15 @@ fn serve(
                     reply.make_ascii_uppercase();
                 }
                 match client.conn.send(reply) {
-                    Ok(written) => stats.bytes_out += written as u64,
+                    Ok(written) => {
+                        stats.bytes_out += written as u64;
+                        // The usual case: the echo went out whole, so nothing
+                        // is queued (a send behind queued bytes writes none),
+                        // and READ alone stays right.
+                        if written == n && registered == Events::READ {
+                            return Step::Keep;
+                        }
+                    }
                     Err(e) => return Step::Failed(e),
                 }
             }
@@ -143,7 +155,6 @@ fn serve(
             Err(e) => return Step::Failed(e),
         }
     }
-    // The usual case, a reply written whole: nothing changes.
     let interest = client.conn.interest(client.wants_read());
     if interest == Some(registered) {
         return Step::Keep;

@@ -12,6 +12,7 @@ use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
 use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
+use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::fmt;
@@ -321,18 +322,13 @@ impl<C: Client> Server<C> {
                     }
                     self.add_client(stream, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(Errno::AGAIN) => return,
                 // The connection died in the queue: nothing to do but go on.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                    ) || e.raw_os_error() == Some(libc::EPROTO) =>
-                {
-                    debug!("accept: {e}");
+                Err(e @ (Errno::CONNABORTED | Errno::INTR | Errno::PROTO)) => {
+                    debug!("accept: {}", io::Error::from(e));
                 }
                 Err(e) => {
-                    self.pause_accepting(&e);
+                    self.pause_accepting(&e.into());
                     return;
                 }
             }
@@ -632,20 +628,23 @@ impl<C: Client> Server<C> {
 /// Accepts one connection, already non-blocking (`accept4` with
 /// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
 /// the flag take two), with the peer's address if `with_peer`.
+///
+/// The error is an `Errno`: the usual outcome, `EAGAIN` once the queue is
+/// empty, is told apart without building an `io::Error`.
 fn accept_nonblocking(
     listener: &TcpListener,
     with_peer: bool,
-) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
     if !with_peer {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
         let fd = rustix::net::accept_with(listener, flags)?;
         return Ok((fd.into(), None));
     }
-    let (socket, peer) =
-        SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
-    let peer = peer
-        .as_socket()
-        .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+    let accepted = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    // socket2's errors are the OS's, so each has an errno.
+    let (socket, peer) = accepted.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    // Not TCP/IP: not something this listener can accept.
+    let peer = peer.as_socket().ok_or(Errno::AFNOSUPPORT)?;
     Ok((socket.into(), Some(peer)))
 }
 

@@ -7,8 +7,7 @@ bitflags::bitflags! {
     /// `selectors.EVENT_WRITE` (2), so a mask crosses the Python boundary as is.
     ///
     /// `repr(transparent)` over `u32`, a layout this crate promises: any
-    /// 32 bits are a valid value (the epoll backend lets the kernel write
-    /// its own bits into one, then translates them).
+    /// 32 bits are a valid value.
     #[repr(transparent)]
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Events: u32 {

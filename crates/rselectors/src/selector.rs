@@ -1,6 +1,8 @@
 //! The generic front: every rule of the selectors API, for any backend.
 
-use crate::sys::{grow_cleared, AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter};
+use crate::sys::{
+    grow_cleared, readiness, AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter,
+};
 use crate::table::{KeyTable, Map, Slot};
 use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
 use std::fmt;
@@ -164,6 +166,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// Removes `fd`'s key from the table, telling the backend with `tell`.
+    #[inline]
     fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         if fd < 0 {
@@ -258,16 +261,15 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         }
     }
 
-    /// Keeps the ready entries of registrations older than `serial_limit`,
-    /// masked with their keys' events and stamped with the registration's
-    /// serial.
+    /// Keeps the ready entries of registrations older than `serial_limit`
+    /// that are ready for one of their key's events, stamped with the
+    /// registration's serial.
     fn resolve_ready(&mut self, serial_limit: u64) -> usize {
         let table = &self.table;
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {
             Some(slot) if slot.serial < serial_limit => {
-                r.events &= slot.key.events;
                 r.serial = tag(slot.serial);
-                !r.events.is_empty()
+                readiness(r.bits).intersects(slot.key.events)
             }
             _ => false,
         });
@@ -281,7 +283,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             .table
             .get(r.fd)
             .filter(|s| s.serial as u32 == r.serial)?;
-        let events = r.events & slot.key.events;
+        let events = readiness(r.bits) & slot.key.events;
         (!events.is_empty()).then_some((&slot.key, events))
     }
 
@@ -356,7 +358,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
                 continue;
             };
             let slot = self.table.at(i);
-            let events = r.events & slot.key.events;
+            let events = readiness(r.bits) & slot.key.events;
             if tag(slot.serial) == r.serial && !events.is_empty() {
                 break (i, events);
             }

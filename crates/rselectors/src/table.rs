@@ -70,6 +70,7 @@ impl<F, D> KeyTable<F, D> {
         self.slots.last_mut().expect("just pushed")
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Slot<F, D>> {
         let i = self.position(fd)?;
         self.index[fd as usize] = VACANT;

@@ -1,6 +1,7 @@
 //! `epoll(7)`: level-triggered; each event's data is the descriptor and
 //! its registration's tag, and `epoll_wait` writes straight into the
-//! selector's ready list (laid out as `epoll_event`s, see `Ready`).
+//! selector's ready list (laid out as `epoll_event`s, see `Ready`), which
+//! keeps epoll's bits as they came (they are poll's).
 
 use super::{cvt, grow_cleared, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
@@ -34,19 +35,6 @@ fn interest(events: Events) -> u32 {
     flags as u32
 }
 
-/// CPython's translation: anything but "writable" (input, error, hang-up)
-/// wakes a reader; anything but "readable" wakes a writer.
-fn readiness(flags: u32) -> Events {
-    let mut events = Events::empty();
-    if flags & !(libc::EPOLLOUT as u32) != 0 {
-        events |= Events::READ;
-    }
-    if flags & !(libc::EPOLLIN as u32) != 0 {
-        events |= Events::WRITE;
-    }
-    events
-}
-
 /// One `epoll_wait` into `ready`'s spare capacity, which the front sizes
 /// like the table (one entry per registration, CPython's `max_ev`), so a
 /// single call can report everything that is ready.
@@ -69,12 +57,10 @@ fn wait_into(epfd: &OwnedFd, ready: &mut ReadyList, timeout: Option<Duration>) -
             timeout_millis(timeout),
         )
     })?;
+    // Each entry's `bits` are epoll's, which are poll's: nothing to translate.
     // SAFETY: epoll_wait initialised the first `n` (<= max <= capacity)
     // entries.
     unsafe { entries.set_len(n as usize) };
-    for entry in entries.iter_mut() {
-        entry.events = readiness(entry.events.bits());
-    }
     Ok(())
 }
 

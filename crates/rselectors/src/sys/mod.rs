@@ -61,13 +61,12 @@ pub trait Backend {
     }
 
     /// Waits up to `timeout` (`None`: forever) with one system call, and
-    /// pushes each ready descriptor once onto `ready`.
+    /// pushes each ready descriptor once onto `ready`, with the kernel's
+    /// `poll(2)`-style bits as they came back.
     ///
-    /// Error and hang-up conditions are reported as CPython reports them:
-    /// a condition other than "writable" counts as `READ`, one other than
-    /// "readable" counts as `WRITE`; the selector then masks with the key.
-    /// The selector gives `ready` room for one entry per registration, so
-    /// pushing never allocates.
+    /// The selector turns them into [`Events`] when the event is taken
+    /// (see [`readiness`]) and masks with the key. It gives `ready` room for
+    /// one entry per registration, so pushing never allocates.
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
 
     /// The kernel object's descriptor (epoll's), if there is one.
@@ -76,8 +75,8 @@ pub trait Backend {
     }
 
     /// True if every event `wait` reports carries the `tag` of the
-    /// registration it belongs to ([`ReadyList::push_tagged`]), read back
-    /// from the kernel (epoll's event data). The selector then checks each
+    /// registration it belongs to, read back from the kernel (epoll's
+    /// event data). The selector then checks each
     /// event against its registration lazily, as it is taken, instead of
     /// looking every one up after the wait.
     fn tags_events(&self) -> bool {
@@ -114,9 +113,9 @@ pub trait Waiter: Send {
 ///
 /// Laid out like the kernel's `struct epoll_event` whose data is
 /// `fd | serial << 32`, so that `epoll_wait` writes straight into the ready
-/// list (no second buffer, no copy); the epoll backend then turns the
-/// `EPOLL*` bits in `events` into [`Events`] in place. The other backends
-/// just push entries.
+/// list: no second buffer, no copy, and no pass over it either, since
+/// `bits` keeps the kernel's bits (epoll's and poll's are the same numbers)
+/// until the selector hands the event out. The other backends push entries.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 // Where `epoll_event` is not packed, the kernel stores its data word as one
@@ -129,7 +128,9 @@ pub trait Waiter: Send {
     repr(align(8))
 )]
 pub(crate) struct Ready {
-    pub(crate) events: Events,
+    /// What the kernel reported, in `poll(2)`'s bits ([`readiness`]
+    /// translates them).
+    pub(crate) bits: u32,
     /// `epoll_event` is packed on x86 and x86-64 (12 bytes) and padded to
     /// 16 bytes elsewhere; the kernel does not write the padding.
     _pad: MaybeUninit<[u32; READY_PAD]>,
@@ -156,8 +157,10 @@ const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Ready>() == size_of::<libc::epoll_event>());
     assert!(align_of::<Ready>() >= align_of::<libc::epoll_event>());
-    assert!(offset_of!(Ready, events) == offset_of!(libc::epoll_event, events));
-    assert!(size_of::<Events>() == size_of::<u32>());
+    assert!(offset_of!(Ready, bits) == offset_of!(libc::epoll_event, events));
+    // The epoll backend leaves epoll's bits in `bits` as poll's.
+    assert!(libc::EPOLLIN == libc::POLLIN as libc::c_int);
+    assert!(libc::EPOLLOUT == libc::POLLOUT as libc::c_int);
     let data = offset_of!(libc::epoll_event, u64);
     #[cfg(target_endian = "little")]
     assert!(offset_of!(Ready, fd) == data && offset_of!(Ready, serial) == data + 4);
@@ -177,23 +180,41 @@ pub struct ReadyList {
 }
 
 impl ReadyList {
-    /// Reports `fd` ready for `events`.
+    /// Reports `fd` ready for `events` (as `POLLIN` and `POLLOUT`).
     #[inline]
     pub fn push(&mut self, fd: RawFd, events: Events) {
-        self.push_tagged(fd, events, 0);
+        let mut revents = 0;
+        if events.contains(Events::READ) {
+            revents |= libc::POLLIN;
+        }
+        if events.contains(Events::WRITE) {
+            revents |= libc::POLLOUT;
+        }
+        self.push_revents(fd, revents);
     }
 
-    /// Reports `fd` ready for `events`, for the registration `tag` (the
-    /// one given to [`Backend::add`]).
+    /// Reports `fd` ready with `poll(2)`'s `revents` as the kernel gave them.
     #[inline]
-    pub fn push_tagged(&mut self, fd: RawFd, events: Events, tag: u32) {
+    pub fn push_revents(&mut self, fd: RawFd, revents: libc::c_short) {
         self.entries.push(Ready {
-            events,
+            // Zero-extended: every POLL* bit is positive.
+            bits: u32::from(revents as u16),
             _pad: MaybeUninit::uninit(),
             fd,
-            serial: tag,
+            serial: 0,
         });
     }
+}
+
+/// CPython's translation of `poll(2)` / `epoll(7)` bits: anything but
+/// "writable" (input, error, hang-up, invalid descriptor) wakes a reader,
+/// anything but "readable" wakes a writer; the selector then masks with
+/// the key's events.
+#[inline]
+pub(crate) fn readiness(bits: u32) -> Events {
+    let read = bits & !(libc::POLLOUT as u32) != 0;
+    let write = bits & !(libc::POLLIN as u32) != 0;
+    Events::from_bits_retain(u32::from(read) | u32::from(write) << 1)
 }
 
 /// Makes room for `wanted` entries in a buffer that was just cleared: a new
@@ -345,6 +366,20 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyBackend {
+    /// The waits of the backends that scan a table (select's needs two
+    /// `fd_set`s on the stack): kept out of line so that the epoll wait
+    /// does not pay for their stack frame.
+    #[inline(never)]
+    fn wait_scanning(
+        &mut self,
+        ready: &mut ReadyList,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        dispatch!(AnyBackend, self, b => b.wait(ready, timeout))
+    }
+}
+
 /// The [`Waiter`] of an [`AnyBackend`].
 // The select variant is two fd_sets (256 bytes); boxing it would cost an
 // allocation per detached wait, which is what the variant exists to avoid.
@@ -403,7 +438,11 @@ impl Backend for AnyBackend {
     }
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        dispatch!(AnyBackend, self, b => b.wait(ready, timeout))
+        match self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            AnyBackend::Epoll(b) => b.wait(ready, timeout),
+            _ => self.wait_scanning(ready, timeout),
+        }
     }
     fn fileno(&self) -> Option<RawFd> {
         dispatch!(AnyBackend, self, b => b.fileno())
@@ -443,5 +482,31 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness;
+    use crate::Events;
+
+    /// CPython's `PollSelector` / `EpollSelector` translation, bit by bit.
+    #[test]
+    fn readiness_translates_poll_bits_as_cpython_does() {
+        let both = Events::READ | Events::WRITE;
+        let cases = [
+            (0, Events::empty()),
+            (libc::POLLIN, Events::READ),
+            (libc::POLLPRI, both),
+            (libc::POLLOUT, Events::WRITE),
+            (libc::POLLIN | libc::POLLOUT, both),
+            (libc::POLLERR, both),
+            (libc::POLLHUP, both),
+            (libc::POLLNVAL, both),
+            (libc::POLLIN | libc::POLLHUP, both),
+        ];
+        for (bits, events) in cases {
+            assert_eq!(readiness(bits as u32), events, "bits {bits:#x}");
+        }
     }
 }

@@ -48,7 +48,7 @@ fn wait_into(
     // poll(2) returns how many entries have non-zero `revents`.
     let found = pollfds.iter().filter(|p| p.revents != 0).take(n as usize);
     for p in found {
-        ready.push(p.fd, readiness(p.revents));
+        ready.push_revents(p.fd, p.revents);
     }
     Ok(())
 }
@@ -62,19 +62,6 @@ fn interest(events: Events) -> libc::c_short {
         flags |= libc::POLLOUT;
     }
     flags
-}
-
-/// CPython's translation (see the epoll backend): error, hang-up and
-/// invalid-descriptor conditions wake both readers and writers.
-fn readiness(revents: libc::c_short) -> Events {
-    let mut events = Events::empty();
-    if revents & !libc::POLLOUT != 0 {
-        events |= Events::READ;
-    }
-    if revents & !libc::POLLIN != 0 {
-        events |= Events::WRITE;
-    }
-    events
 }
 
 impl PollBackend {
