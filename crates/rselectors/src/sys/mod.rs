@@ -221,11 +221,20 @@ pub(crate) fn readiness(bits: u32) -> Events {
 /// allocation rather than `reserve`, whose `realloc` would copy the whole
 /// old capacity and so make it resident (idle connections would pay for
 /// it in RSS); doubling keeps growth amortised.
+#[inline]
 pub(crate) fn grow_cleared<T>(buffer: &mut Vec<T>, wanted: usize) {
     debug_assert!(buffer.is_empty());
     if buffer.capacity() < wanted {
-        *buffer = Vec::with_capacity(wanted.max(2 * buffer.capacity()));
+        reallocate(buffer, wanted);
     }
+}
+
+/// The growing of [`grow_cleared`], out of line: a wait's fast path then
+/// needs no registers for it.
+#[cold]
+#[inline(never)]
+fn reallocate<T>(buffer: &mut Vec<T>, wanted: usize) {
+    *buffer = Vec::with_capacity(wanted.max(2 * buffer.capacity()));
 }
 
 /// `timeout` in whole milliseconds for `poll(2)` / `epoll_wait(2)`:
