@@ -229,15 +229,25 @@ impl<C: Client> Server<C> {
 
     /// Waits for events, at most until `deadline` (the caller's own timer).
     pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        // The busy case, no timer and accepting: no clock to read.
+        let timeout = match (deadline, &self.paused) {
+            (None, None) => None,
+            _ => self.timeout_until(deadline)?,
+        };
+        self.sel.select(timeout)?;
+        Ok(())
+    }
+
+    /// How long to wait for `deadline` or the retry of a paused accept,
+    /// whichever comes first, after resuming accepting if it is due.
+    fn timeout_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Duration>> {
         self.resume_accepting_if_due()?;
         let retry_at = self.paused.as_ref().map(|p| p.retry_at);
         let deadline = match (deadline, retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        self.sel.select(timeout)?;
-        Ok(())
+        Ok(deadline.map(|d| d.saturating_duration_since(Instant::now())))
     }
 
     /// The next event of the last [`Server::wait`] for the owner to handle.
