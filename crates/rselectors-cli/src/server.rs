@@ -333,8 +333,20 @@ impl<C: Client> Server<C> {
                     self.add_client(stream, peer);
                 }
                 Err(Errno::AGAIN) => return,
-                // The connection died in the queue: nothing to do but go on.
-                Err(e @ (Errno::CONNABORTED | Errno::INTR | Errno::PROTO)) => {
+                // The connection died in the queue, or (Linux) accept passed
+                // on a network error pending on it: go on with the next one.
+                Err(
+                    e @ (Errno::CONNABORTED
+                    | Errno::INTR
+                    | Errno::PROTO
+                    | Errno::NETDOWN
+                    | Errno::NOPROTOOPT
+                    | Errno::HOSTDOWN
+                    | Errno::NONET
+                    | Errno::HOSTUNREACH
+                    | Errno::OPNOTSUPP
+                    | Errno::NETUNREACH),
+                ) => {
                     debug!("accept: {}", io::Error::from(e));
                 }
                 Err(e) => {
@@ -467,10 +479,14 @@ impl<C: Client> Server<C> {
             None => self.close_client(fd, done_reason),
             Some(events) => {
                 if let Err(e) = self.sel.modify_events(fd, events) {
-                    // If the OS refused, the selector has dropped the key
-                    // (and closed the socket) already; else close it here.
                     warning!("cannot change the events of fd {fd}: {e}");
-                    self.close_client(fd, format_args!("selector refused it: {e}"));
+                    if let rselectors::Error::Os(_) = e {
+                        // The OS refused: the selector has dropped the key
+                        // (and with it closed the socket), as CPython does.
+                        self.client_gone();
+                    } else {
+                        self.close_client(fd, format_args!("selector refused it: {e}"));
+                    }
                 }
             }
         }
@@ -488,7 +504,6 @@ impl<C: Client> Server<C> {
             return;
         };
         if let Source::Client(client) = key.fileobj {
-            self.clients -= 1;
             let (bytes_in, bytes_out) = client.traffic();
             self.stats.bytes_in += bytes_in;
             self.stats.bytes_out += bytes_out;
@@ -503,6 +518,12 @@ impl<C: Client> Server<C> {
                 }
             }
         }
+        self.client_gone();
+    }
+
+    /// Counts a client out whose socket is closed now.
+    fn client_gone(&mut self) {
+        self.clients -= 1;
         // A descriptor is free again: accept now rather than at the timer.
         if let Some(paused) = &mut self.paused {
             paused.retry_at = Instant::now();

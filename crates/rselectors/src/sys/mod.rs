@@ -75,8 +75,8 @@ pub trait Backend {
     }
 
     /// True if every event `wait` reports carries the `tag` of the
-    /// registration it belongs to, read back from the kernel (epoll's
-    /// event data). The selector then checks each
+    /// registration it belongs to ([`ReadyList::push_tagged`]), read back
+    /// from the kernel (epoll's event data). The selector then checks each
     /// event against its registration lazily, as it is taken, instead of
     /// looking every one up after the wait.
     fn tags_events(&self) -> bool {
@@ -180,9 +180,16 @@ pub struct ReadyList {
 }
 
 impl ReadyList {
-    /// Reports `fd` ready for `events` (as `POLLIN` and `POLLOUT`).
+    /// Reports `fd` ready for `events` (stored as `POLLIN` and `POLLOUT`).
     #[inline]
     pub fn push(&mut self, fd: RawFd, events: Events) {
+        self.push_tagged(fd, events, 0);
+    }
+
+    /// Reports `fd` ready for `events`, for the registration `tag` (the
+    /// one given to [`Backend::add`]; see [`Backend::tags_events`]).
+    #[inline]
+    pub fn push_tagged(&mut self, fd: RawFd, events: Events, tag: u32) {
         let mut revents = 0;
         if events.contains(Events::READ) {
             revents |= libc::POLLIN;
@@ -190,18 +197,23 @@ impl ReadyList {
         if events.contains(Events::WRITE) {
             revents |= libc::POLLOUT;
         }
-        self.push_revents(fd, revents);
+        self.push_bits(fd, revents as u16, tag);
     }
 
     /// Reports `fd` ready with `poll(2)`'s `revents` as the kernel gave them.
     #[inline]
-    pub fn push_revents(&mut self, fd: RawFd, revents: libc::c_short) {
+    pub(crate) fn push_revents(&mut self, fd: RawFd, revents: libc::c_short) {
+        // Zero-extended (CPython's `& 0xffff`): every POLL* bit is positive.
+        self.push_bits(fd, revents as u16, 0);
+    }
+
+    #[inline]
+    fn push_bits(&mut self, fd: RawFd, revents: u16, tag: u32) {
         self.entries.push(Ready {
-            // Zero-extended: every POLL* bit is positive.
-            bits: u32::from(revents as u16),
+            bits: u32::from(revents),
             _pad: MaybeUninit::uninit(),
             fd,
-            serial: 0,
+            serial: tag,
         });
     }
 }
