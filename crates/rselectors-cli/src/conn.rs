@@ -8,7 +8,7 @@ use rselectors::Events;
 use rustix::io::Errno;
 use rustix::net::SendFlags;
 use std::io;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -79,6 +79,11 @@ impl Conn {
     #[inline]
     pub fn pending(&self) -> usize {
         self.out.as_ref().map_or(0, |p| p.buf.len() - p.start)
+    }
+
+    /// The peer's address, if the OS still knows it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
     }
 
     /// True once a read found the peer's end of stream.

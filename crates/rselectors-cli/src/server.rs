@@ -423,7 +423,16 @@ impl<C: Client> Server<C> {
                 info!("connected {who} (fd {})", key.fd);
             }
             // Dropping the refused connection closes it.
-            Err(refused) => warning!("refusing {who}: {}", refused.error),
+            Err(refused) => {
+                // Accepted without the address (the busy path): ask now,
+                // on this rare one, so the warning names the peer.
+                let peer = match &refused.fileobj {
+                    Source::Client(client) if peer.is_none() => client.conn().peer_addr(),
+                    _ => peer,
+                };
+                let who = Who(peer, who.1);
+                warning!("refusing {who}: {}", refused.error);
+            }
         }
     }
 
