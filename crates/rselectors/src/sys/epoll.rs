@@ -3,7 +3,7 @@
 //! selector's ready list (laid out as `epoll_event`s, see `Ready`), which
 //! keeps epoll's bits as they came (they are poll's).
 
-use super::{cvt, grow_cleared, timeout_millis, Backend, ReadyList, Waiter};
+use super::{cvt, grow_cleared, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,15 +24,9 @@ pub struct EpollWaiter {
     epfd: Arc<OwnedFd>,
 }
 
+/// `EPOLLIN` / `EPOLLOUT`, which are poll's numbers (asserted next to `Ready`).
 fn interest(events: Events) -> u32 {
-    let mut flags = 0;
-    if events.contains(Events::READ) {
-        flags |= libc::EPOLLIN;
-    }
-    if events.contains(Events::WRITE) {
-        flags |= libc::EPOLLOUT;
-    }
-    flags as u32
+    u32::from(poll_bits(events) as u16)
 }
 
 /// One `epoll_wait` into `ready`'s spare capacity, which the front sizes

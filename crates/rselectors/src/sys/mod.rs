@@ -190,14 +190,7 @@ impl ReadyList {
     /// one given to [`Backend::add`]; see [`Backend::tags_events`]).
     #[inline]
     pub fn push_tagged(&mut self, fd: RawFd, events: Events, tag: u32) {
-        let mut revents = 0;
-        if events.contains(Events::READ) {
-            revents |= libc::POLLIN;
-        }
-        if events.contains(Events::WRITE) {
-            revents |= libc::POLLOUT;
-        }
-        self.push_bits(fd, revents as u16, tag);
+        self.push_bits(fd, poll_bits(events) as u16, tag);
     }
 
     /// Reports `fd` ready with `poll(2)`'s `revents` as the kernel gave them.
@@ -216,6 +209,19 @@ impl ReadyList {
             serial: tag,
         });
     }
+}
+
+/// `events` in `poll(2)`'s bits: `POLLIN` for READ, `POLLOUT` for WRITE.
+#[inline]
+pub(crate) fn poll_bits(events: Events) -> libc::c_short {
+    let mut bits = 0;
+    if events.contains(Events::READ) {
+        bits |= libc::POLLIN;
+    }
+    if events.contains(Events::WRITE) {
+        bits |= libc::POLLOUT;
+    }
+    bits
 }
 
 /// CPython's translation of `poll(2)` / `epoll(7)` bits: anything but

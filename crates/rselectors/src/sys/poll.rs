@@ -1,6 +1,6 @@
 //! `poll(2)`: one `pollfd` per descriptor, kept between calls.
 
-use super::{check_open, cvt, timeout_millis, Backend, ReadyList, Waiter};
+use super::{check_open, cvt, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -53,17 +53,6 @@ fn wait_into(
     Ok(())
 }
 
-fn interest(events: Events) -> libc::c_short {
-    let mut flags = 0;
-    if events.contains(Events::READ) {
-        flags |= libc::POLLIN;
-    }
-    if events.contains(Events::WRITE) {
-        flags |= libc::POLLOUT;
-    }
-    flags
-}
-
 impl PollBackend {
     fn slot(&mut self, fd: RawFd) -> io::Result<&mut libc::pollfd> {
         let i = self.position.get(fd as usize).copied();
@@ -96,14 +85,14 @@ impl Backend for PollBackend {
         self.position[i] = self.pollfds.len() as u32;
         self.pollfds.push(libc::pollfd {
             fd,
-            events: interest(events),
+            events: poll_bits(events),
             revents: 0,
         });
         Ok(())
     }
 
     fn modify(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
-        self.slot(fd)?.events = interest(events);
+        self.slot(fd)?.events = poll_bits(events);
         self.generation += 1;
         Ok(())
     }
