@@ -11,7 +11,7 @@ use crate::conn::{is_disconnect, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
-use rselectors::{AnySelector, BackendKind, Events, SelectorKey, Waker};
+use rselectors::{AnySelector, BackendKind, Events, Waker};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use socket2::{Domain, SockRef, Socket, Type};
@@ -90,8 +90,9 @@ impl fmt::Display for Who {
 
 /// A file object a server watches.
 pub enum Source<C> {
-    /// The listening socket.
-    Listener(TcpListener),
+    /// The listening socket's descriptor. The [`Server`] owns the socket
+    /// (and outlives the registration), so accepting needs no lookup.
+    Listener(RawFd),
     /// This loop's waker: woken by the SIGINT / SIGTERM handler (the loop
     /// that handles signals) and by the other loops (`--threads`).
     Waker(Waker),
@@ -104,7 +105,7 @@ pub enum Source<C> {
 impl<C: Client> AsRawFd for Source<C> {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Source::Listener(listener) => listener.as_raw_fd(),
+            Source::Listener(fd) => *fd,
             Source::Waker(waker) => waker.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
             Source::Client(client) => client.conn().as_raw_fd(),
@@ -155,23 +156,21 @@ pub fn print_summary(reason: &str, stats: Stats) {
     );
 }
 
-/// The listener while accepting is paused (taken out of the selector, so a
-/// full accept queue does not make every `select()` return at once).
-struct PausedListener {
-    listener: TcpListener,
-    retry_at: Instant,
-}
-
 /// A listening server's selector and bookkeeping.
 pub struct Server<C> {
     sel: AnySelector<Source<C>, ()>,
+    /// Declared after `sel`, so it is closed after the selector that
+    /// watches it.
+    listener: TcpListener,
     local_addr: SocketAddr,
-    listener_fd: RawFd,
     /// Whether this loop's waker is the one SIGINT and SIGTERM wake.
     handles_signals: bool,
     /// Clients connected now.
     clients: usize,
-    paused: Option<PausedListener>,
+    /// While accepting is paused, when to try again. The listener is
+    /// out of the selector then, so that a full accept queue does not make
+    /// every `select()` return at once.
+    paused: Option<Instant>,
     /// True from a failed accept until the next successful one: logs the
     /// trouble once, not every 100 ms.
     accept_failing: bool,
@@ -207,15 +206,13 @@ impl<C: Client> Server<C> {
     ) -> io::Result<Server<C>> {
         let local_addr = listener.local_addr()?;
         let mut sel = AnySelector::with_kind(kind)?;
-        let listener_fd = sel
-            .register(Source::Listener(listener), Events::READ, ())?
-            .fd;
+        sel.register(Source::Listener(listener.as_raw_fd()), Events::READ, ())?;
         sel.register(Source::Waker(waker), Events::READ, ())?;
         debug!("selector: {kind}");
         Ok(Server {
             sel,
+            listener,
             local_addr,
-            listener_fd,
             handles_signals,
             clients: 0,
             paused: None,
@@ -242,7 +239,7 @@ impl<C: Client> Server<C> {
     /// whichever comes first, after resuming accepting if it is due.
     fn timeout_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Duration>> {
         self.resume_accepting_if_due()?;
-        let retry_at = self.paused.as_ref().map(|p| p.retry_at);
+        let retry_at = self.paused;
         let deadline = match (deadline, retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -313,14 +310,7 @@ impl<C: Client> Server<C> {
     fn accept_ready(&mut self) {
         let with_peer = C::KEEPS_PEER || logging::enabled(Level::Info);
         for _ in 0..ACCEPT_BATCH {
-            let accepted = match self.sel.get_key(self.listener_fd) {
-                Ok(SelectorKey {
-                    fileobj: Source::Listener(listener),
-                    ..
-                }) => accept_nonblocking(listener, with_peer),
-                _ => return,
-            };
-            match accepted {
+            match accept_nonblocking(&self.listener, with_peer) {
                 Ok((stream, peer)) => {
                     if self.accept_failing {
                         self.accept_failing = false;
@@ -381,25 +371,19 @@ impl<C: Client> Server<C> {
             self.accept_failing = true;
             self.accept_warned = warn_now;
         }
-        if let Ok(key) = self.sel.unregister(self.listener_fd) {
-            if let Source::Listener(listener) = key.fileobj {
-                self.paused = Some(PausedListener {
-                    listener,
-                    retry_at: now + ACCEPT_RETRY,
-                });
-            }
+        if self.sel.unregister(self.listener.as_raw_fd()).is_ok() {
+            self.paused = Some(now + ACCEPT_RETRY);
         }
     }
 
     fn resume_accepting_if_due(&mut self) -> io::Result<()> {
-        match &self.paused {
-            Some(paused) if paused.retry_at <= Instant::now() => {}
+        match self.paused {
+            Some(retry_at) if retry_at <= Instant::now() => {}
             _ => return Ok(()),
         }
-        if let Some(paused) = self.paused.take() {
-            let source = Source::Listener(paused.listener);
-            self.listener_fd = self.sel.register(source, Events::READ, ())?.fd;
-        }
+        let source = Source::Listener(self.listener.as_raw_fd());
+        self.sel.register(source, Events::READ, ())?;
+        self.paused = None;
         Ok(())
     }
 
@@ -485,7 +469,7 @@ impl<C: Client> Server<C> {
     /// `done_reason` when `None`.
     fn set_interest(&mut self, fd: RawFd, events: Option<Events>, done_reason: &str) {
         match events {
-            None => self.close_client(fd, done_reason),
+            None => self.remove_client(fd, done_reason),
             Some(events) => {
                 if let Err(e) = self.sel.modify_events(fd, events) {
                     warning!("cannot change the events of fd {fd}: {e}");
@@ -503,15 +487,21 @@ impl<C: Client> Server<C> {
 
     /// Unregisters and closes the client at `fd`, logging `reason`.
     pub fn close_client(&mut self, fd: RawFd, reason: impl fmt::Display) {
-        if self.client(fd).is_none() {
-            return;
+        if self.client(fd).is_some() {
+            self.remove_client(fd, reason);
         }
+    }
+
+    /// [`Server::close_client`] for an `fd` known to be a client's (one
+    /// that a client handler was just called for): no lookup to check.
+    fn remove_client(&mut self, fd: RawFd, reason: impl fmt::Display) {
         // The key's drop below closes the socket, the only descriptor of
         // it (accepted with SOCK_CLOEXEC, never duplicated): the kernel
         // drops it from epoll then, so no EPOLL_CTL_DEL is needed.
         let Ok(key) = self.sel.unregister_closing(fd) else {
             return;
         };
+        debug_assert!(matches!(key.fileobj, Source::Client(_)));
         if let Source::Client(client) = key.fileobj {
             let (bytes_in, bytes_out) = client.traffic();
             self.stats.bytes_in += bytes_in;
@@ -534,8 +524,8 @@ impl<C: Client> Server<C> {
     fn client_gone(&mut self) {
         self.clients -= 1;
         // A descriptor is free again: accept now rather than at the timer.
-        if let Some(paused) = &mut self.paused {
-            paused.retry_at = Instant::now();
+        if let Some(retry_at) = &mut self.paused {
+            *retry_at = Instant::now();
         }
     }
 
@@ -605,12 +595,12 @@ impl<C: Client> Server<C> {
             "{} registered in the {backend} selector:",
             entries.len()
         )];
-        if let Some(paused) = &self.paused {
+        if self.paused.is_some() {
             let what = format!(
                 "listener {} (paused: out of file descriptors)",
                 self.local_addr
             );
-            entries.push((paused.listener.as_raw_fd(), what));
+            entries.push((self.listener.as_raw_fd(), what));
         }
         if let Ok(Some(fd)) = self.sel.fileno() {
             entries.push((
@@ -671,15 +661,23 @@ impl<C: Client> Server<C> {
 ///
 /// The error is an `Errno`: the usual outcome, `EAGAIN` once the queue is
 /// empty, is told apart without building an `io::Error`.
+#[inline]
 fn accept_nonblocking(
     listener: &TcpListener,
     with_peer: bool,
 ) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
-    if !with_peer {
-        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let fd = rustix::net::accept_with(listener, flags)?;
-        return Ok((fd.into(), None));
+    if with_peer {
+        return accept_with_peer(listener);
     }
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = rustix::net::accept_with(listener, flags)?;
+    Ok((fd.into(), None))
+}
+
+/// [`accept_nonblocking`] with the peer's address (out of line: the busy
+/// path does without it).
+#[inline(never)]
+fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
     let accepted = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     // socket2's errors are the OS's, so each has an errno.
     let (socket, peer) = accepted.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;

@@ -108,6 +108,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// registered already, one the backend cannot watch, a closed
     /// selector, or when the OS refuses (epoll gives `EPERM` for a regular
     /// file). A refused registration leaves nothing behind.
+    #[inline(always)]
     pub fn register(
         &mut self,
         fileobj: F,
@@ -159,6 +160,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// descriptor of the same open file (from `dup` or a child process):
     /// otherwise epoll keeps reporting it, and its events would be taken for
     /// a later registration of the same number.
+    #[inline(always)]
     pub fn unregister_closing(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
         self.take_key(fd, |backend| {
             let _ = backend.forget(fd);
@@ -166,15 +168,15 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// Removes `fd`'s key from the table, telling the backend with `tell`.
-    #[inline]
+    #[inline(always)]
     fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         if fd < 0 {
             return Err(Error::InvalidFd(fd));
         }
-        let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
+        let position = self.table.position(fd).ok_or(Error::NotRegistered(fd))?;
         tell(backend);
-        Ok(slot.key)
+        Ok(self.table.remove_at(position).key)
     }
 
     /// Changes the events and the data of `fd`'s registration.

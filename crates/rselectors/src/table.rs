@@ -57,28 +57,44 @@ impl<F, D> KeyTable<F, D> {
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
+    #[inline(always)]
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         let fd = slot.key.fd as usize;
         debug_assert!(self.position(slot.key.fd).is_none());
-        if fd >= self.index.len() {
-            // `resize` reserves with amortised doubling, so a run of
-            // increasing descriptors does not reallocate every time.
-            self.index.resize(fd + 1, VACANT);
+        let i = self.slots.len();
+        match self.index.get_mut(fd) {
+            Some(entry) => *entry = i as u32,
+            None => self.grow_index(fd, i),
         }
-        self.index[fd] = self.slots.len() as u32;
         self.slots.push(slot);
-        self.slots.last_mut().expect("just pushed")
+        &mut self.slots[i]
+    }
+
+    /// Makes room in the index for `fd` and points it at position `i`.
+    #[cold]
+    #[inline(never)]
+    fn grow_index(&mut self, fd: usize, i: usize) {
+        // `resize` reserves with amortised doubling, so a run of
+        // increasing descriptors does not reallocate every time.
+        self.index.resize(fd + 1, VACANT);
+        self.index[fd] = i as u32;
     }
 
     #[inline]
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Slot<F, D>> {
         let i = self.position(fd)?;
-        self.index[fd as usize] = VACANT;
+        Some(self.remove_at(i))
+    }
+
+    /// Removes the slot at a position from [`KeyTable::position`].
+    #[inline]
+    pub(crate) fn remove_at(&mut self, i: usize) -> Slot<F, D> {
         let slot = self.slots.swap_remove(i);
+        self.index[slot.key.fd as usize] = VACANT;
         if let Some(moved) = self.slots.get(i) {
             self.index[moved.key.fd as usize] = i as u32;
         }
-        Some(slot)
+        slot
     }
 
     pub(crate) fn clear(&mut self) {
