@@ -1,0 +1,208 @@
+//! Listening and accepting: binding (with `SO_REUSEPORT` for
+//! `--threads`), accepting in batches without the peer's address unless
+//! it is wanted, and pausing when file descriptors run out.
+
+use super::{Client, Server, Source, Who};
+use crate::conn::Conn;
+use crate::logging::{self, debug, info, warning, Level};
+use rselectors::Events;
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+use socket2::{Domain, SockRef, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// How long accepting stays paused after it failed for lack of file
+/// descriptors (or memory), unless a connection closes first.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Connections accepted per readiness event, so that a flood of connects
+/// does not starve the clients already connected.
+const ACCEPT_BATCH: usize = 64;
+
+/// While accepting flaps between failing and working (each close frees
+/// one descriptor, taken by the next connection), warn at most this often.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The kernel's queue of connections not yet accepted (capped by
+/// `net.core.somaxconn`): room for a thousand clients connecting at once.
+const LISTEN_BACKLOG: i32 = 1024;
+
+impl<C: Client> Server<C> {
+    pub(super) fn accept_ready(&mut self) {
+        let with_peer = C::KEEPS_PEER || logging::enabled(Level::Info);
+        for _ in 0..ACCEPT_BATCH {
+            match accept_nonblocking(&self.listener, with_peer) {
+                Ok((stream, peer)) => {
+                    if self.accept_failing {
+                        self.accept_failing = false;
+                        if self.accept_warned {
+                            info!("accepting connections again");
+                        } else {
+                            debug!("accepting connections again");
+                        }
+                    }
+                    self.add_client(stream, peer);
+                }
+                Err(Errno::AGAIN) => return,
+                // The connection died in the queue, or (Linux) accept passed
+                // on a network error pending on it: go on with the next one.
+                Err(
+                    e @ (Errno::CONNABORTED
+                    | Errno::INTR
+                    | Errno::PROTO
+                    | Errno::NETDOWN
+                    | Errno::NOPROTOOPT
+                    | Errno::HOSTDOWN
+                    | Errno::NONET
+                    | Errno::HOSTUNREACH
+                    | Errno::OPNOTSUPP
+                    | Errno::NETUNREACH),
+                ) => {
+                    debug!("accept: {}", io::Error::from(e));
+                }
+                Err(e) => {
+                    self.pause_accepting(&e.into());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Accept failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...):
+    /// stop watching the listener, keep serving the connections we have,
+    /// and try again when one closes or after [`ACCEPT_RETRY`].
+    fn pause_accepting(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        let warn_now = !self.accept_failing
+            && self
+                .accept_warned_at
+                .is_none_or(|at| now.duration_since(at) >= ACCEPT_WARNING_EVERY);
+        if warn_now {
+            warning!(
+                "cannot accept: {error}; serving the {} open connections, \
+                 accepting again when one closes (retry every {} ms)",
+                self.client_count(),
+                ACCEPT_RETRY.as_millis()
+            );
+            self.accept_warned_at = Some(now);
+        } else {
+            debug!("cannot accept: {error}");
+        }
+        if !self.accept_failing {
+            self.accept_failing = true;
+            self.accept_warned = warn_now;
+        }
+        if self.sel.unregister(self.listener.as_raw_fd()).is_ok() {
+            self.paused = Some(now + ACCEPT_RETRY);
+        }
+    }
+
+    pub(super) fn resume_accepting_if_due(&mut self) -> io::Result<()> {
+        match self.paused {
+            Some(retry_at) if retry_at <= Instant::now() => {}
+            _ => return Ok(()),
+        }
+        let source = Source::Listener(self.listener.as_raw_fd());
+        self.sel.register(source, Events::READ, ())?;
+        self.paused = None;
+        Ok(())
+    }
+
+    fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
+        let who = Who(peer, stream.as_raw_fd());
+        let conn = match Conn::accepted(stream) {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!("{who}: cannot set up the connection: {e}");
+                return;
+            }
+        };
+        match self
+            .sel
+            .register(Source::Client(C::new(conn, peer)), Events::READ, ())
+        {
+            Ok(key) => {
+                self.stats.served += 1;
+                self.clients += 1;
+                // `peer` is known whenever info lines are logged.
+                info!("connected {who} (fd {})", key.fd);
+            }
+            // Dropping the refused connection closes it.
+            Err(refused) => {
+                // Accepted without the address (the busy path): ask now,
+                // on this rare one, so the warning names the peer.
+                let peer = match &refused.fileobj {
+                    Source::Client(client) if peer.is_none() => client.conn().peer_addr(),
+                    _ => peer,
+                };
+                let who = Who(peer, who.1);
+                warning!("refusing {who}: {}", refused.error);
+            }
+        }
+    }
+}
+
+/// Accepts one connection, already non-blocking (`accept4` with
+/// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
+/// the flag take two), with the peer's address if `with_peer`.
+///
+/// The error is an `Errno`: the usual outcome, `EAGAIN` once the queue is
+/// empty, is told apart without building an `io::Error`.
+#[inline]
+fn accept_nonblocking(
+    listener: &TcpListener,
+    with_peer: bool,
+) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
+    if with_peer {
+        return accept_with_peer(listener);
+    }
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let fd = rustix::net::accept_with(listener, flags)?;
+    Ok((fd.into(), None))
+}
+
+/// [`accept_nonblocking`] with the peer's address (out of line: the busy
+/// path does without it).
+#[inline(never)]
+fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
+    let accepted = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    // socket2's errors are the OS's, so each has an errno.
+    let (socket, peer) = accepted.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    // Not TCP/IP: not something this listener can accept.
+    let peer = peer.as_socket().ok_or(Errno::AFNOSUPPORT)?;
+    Ok((socket.into(), Some(peer)))
+}
+
+/// A non-blocking listening socket on the first address of `addr` that
+/// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`,
+/// other sockets may listen on the same address and port (`SO_REUSEPORT`).
+pub fn bind_listener(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for candidate in addr.to_socket_addrs()? {
+        match listen_on(candidate, reuse_port) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"))
+    }))
+}
+
+/// A non-blocking socket listening on `addr` (see [`bind_listener`]).
+pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted server can bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        // The kernel spreads incoming connections over the listeners.
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
