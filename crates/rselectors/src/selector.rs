@@ -254,8 +254,11 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         self.cursor = 0;
         make_room(&mut self.ready, self.table.len());
+        // Asked before the wait, where the compiler can fold it into the
+        // wait's own choice of backend.
+        let tagged = backend.tags_events();
         backend.wait(&mut self.ready, timeout)?;
-        if backend.tags_events() {
+        if tagged {
             // Each event names its registration: checked as it is taken.
             Ok(self.ready.entries.len())
         } else {
@@ -450,10 +453,11 @@ fn tag(serial: u64) -> u32 {
 
 /// Empties `ready` and gives it room for one entry per registration, so
 /// that a backend's `wait` never allocates; in steady state this is one
-/// comparison.
+/// comparison. (With nothing registered, epoll's wait makes room for the
+/// one entry it must offer the kernel.)
 fn make_room(ready: &mut ReadyList, registered: usize) {
     ready.entries.clear();
-    grow_cleared(&mut ready.entries, registered.max(1));
+    grow_cleared(&mut ready.entries, registered);
 }
 
 /// The slot of `fd`: `InvalidFd` for a negative number (Python's
