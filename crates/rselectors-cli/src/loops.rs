@@ -12,11 +12,11 @@
 //! console and the signals; whichever loop stops first (a signal, the
 //! console's `quit`, an error) stops them all.
 
-use crate::server::{listen_on, Stats};
+use crate::server::{listen_on, on_first_address, Stats};
 use rselectors::Waker;
 use std::io;
 use std::mem;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -139,16 +139,7 @@ impl<M> Drop for StopOnDrop<'_, M> {
 /// the first address of `addr` where they all bind. Port 0 means the port
 /// the first one gets.
 pub fn bind_listeners(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
-    let mut last_error = None;
-    for candidate in addr.to_socket_addrs()? {
-        match bind_all(candidate, count) {
-            Ok(listeners) => return Ok(listeners),
-            Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"))
-    }))
+    on_first_address(addr, |candidate| bind_all(candidate, count))
 }
 
 fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {

@@ -15,7 +15,7 @@ use crate::conn::{is_disconnect, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
-pub use accept::{bind_listener, listen_on};
+pub use accept::{bind_listener, listen_on, on_first_address};
 use rselectors::{AnySelector, BackendKind, Events, Waker};
 use std::fmt;
 use std::io;

@@ -215,7 +215,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if slot.key.events != events {
             if let Err(e) = backend.modify(fd, events, tag(slot.serial)) {
                 let _ = backend.remove(fd);
-                self.table.remove(fd);
+                self.table.remove_at(position);
                 return Err(Error::Os(e));
             }
             slot.key.events = events;

@@ -81,12 +81,6 @@ impl<F, D> KeyTable<F, D> {
         self.index[fd] = i as u32;
     }
 
-    #[inline]
-    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Slot<F, D>> {
-        let i = self.position(fd)?;
-        Some(self.remove_at(i))
-    }
-
     /// Removes the slot at a position from [`KeyTable::position`].
     #[inline]
     pub(crate) fn remove_at(&mut self, i: usize) -> Slot<F, D> {

@@ -186,10 +186,19 @@ fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketA
 /// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`,
 /// other sockets may listen on the same address and port (`SO_REUSEPORT`).
 pub fn bind_listener(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
+    on_first_address(addr, |candidate| listen_on(candidate, reuse_port))
+}
+
+/// `bind` on each address `addr` resolves to, until one works; else the
+/// last error, naming its address.
+pub fn on_first_address<T>(
+    addr: &str,
+    bind: impl Fn(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
     let mut last_error = None;
     for candidate in addr.to_socket_addrs()? {
-        match listen_on(candidate, reuse_port) {
-            Ok(listener) => return Ok(listener),
+        match bind(candidate) {
+            Ok(bound) => return Ok(bound),
             Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
         }
     }
