@@ -361,21 +361,40 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// table lookup. The selector stays borrowed while the key is held.
     #[inline]
     pub fn next_ready_mut(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
-        let (position, events) = loop {
+        let r = *self.ready.entries.get(self.cursor)?;
+        self.cursor += 1;
+        match self.live(&r) {
+            Some((position, events)) => Some((self.key_mut_at(position), events)),
+            // An event whose registration has gone is rare (the handler of
+            // an earlier event of this wait removed it): skipping it is out
+            // of line, so the loop around this call stays small.
+            None => self.next_ready_mut_skipping(),
+        }
+    }
+
+    /// [`Selector::next_ready_mut`] after an entry that was not live.
+    #[cold]
+    #[inline(never)]
+    fn next_ready_mut_skipping(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
+        loop {
             let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            if let Some(live) = self.live(&r) {
-                break live;
+            if let Some((position, events)) = self.live(&r) {
+                return Some((self.key_mut_at(position), events));
             }
-        };
+        }
+    }
+
+    /// The key at a position from [`KeyTable::position`], as a [`KeyMut`].
+    #[inline]
+    fn key_mut_at(&mut self, position: usize) -> KeyMut<'_, F, D> {
         let key = &mut self.table.at_mut(position).key;
-        let key = KeyMut {
+        KeyMut {
             fileobj: &mut key.fileobj,
             fd: key.fd,
             events: key.events,
             data: &mut key.data,
-        };
-        Some((key, events))
+        }
     }
 
     /// The ready keys of the last `select` not yet taken by `next_ready`,

@@ -35,17 +35,23 @@ impl<C: Client> Server<C> {
     /// connections, or pauses accepting if the OS refuses for a reason
     /// that lasts.
     pub(super) fn accept_ready(&mut self) {
-        let with_peer = C::KEEPS_PEER || logging::enabled(Level::Info);
+        if C::KEEPS_PEER || logging::enabled(Level::Info) {
+            self.accept_batch::<true>();
+        } else {
+            self.accept_batch::<false>();
+        }
+    }
+
+    /// [`Server::accept_ready`], asking for the peer's address if
+    /// `WITH_PEER`. Two copies of the loop, so that the busy one (no
+    /// address) has no `Option<SocketAddr>` to carry per connection.
+    #[inline(always)]
+    fn accept_batch<const WITH_PEER: bool>(&mut self) {
         for _ in 0..ACCEPT_BATCH {
-            match accept_nonblocking(&self.listener, with_peer) {
+            match accept_nonblocking(&self.listener, WITH_PEER) {
                 Ok((stream, peer)) => {
                     if self.accept_failing {
-                        self.accept_failing = false;
-                        if self.accept_warned {
-                            info!("accepting connections again");
-                        } else {
-                            debug!("accepting connections again");
-                        }
+                        self.accepting_again();
                     }
                     self.add_client(stream, peer);
                 }
@@ -71,6 +77,17 @@ impl<C: Client> Server<C> {
                     return;
                 }
             }
+        }
+    }
+
+    /// The first accept that works after some failed.
+    #[cold]
+    fn accepting_again(&mut self) {
+        self.accept_failing = false;
+        if self.accept_warned {
+            info!("accepting connections again");
+        } else {
+            debug!("accepting connections again");
         }
     }
 
@@ -117,6 +134,7 @@ impl<C: Client> Server<C> {
 
     /// Registers a connection just accepted (closing it, with a warning,
     /// if the selector refuses it).
+    #[inline(always)]
     fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
         let who = Who(peer, stream.as_raw_fd());
         let conn = match Conn::accepted(stream) {

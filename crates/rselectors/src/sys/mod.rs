@@ -230,6 +230,10 @@ pub(crate) fn poll_bits(events: Events) -> libc::c_short {
 /// the key's events.
 #[inline]
 pub(crate) fn readiness(bits: u32) -> Events {
+    // The usual event, input alone, in one comparison.
+    if bits == libc::POLLIN as u32 {
+        return Events::READ;
+    }
     let read = bits & !(libc::POLLOUT as u32) != 0;
     let write = bits & !(libc::POLLIN as u32) != 0;
     Events::from_bits_retain(u32::from(read) | u32::from(write) << 1)

@@ -21,6 +21,7 @@ crate::per_backend!(
     a_hang_up_taken_after_modify_counts_for_the_new_events,
     select_replaces_the_previous_batch,
     next_ready_mut_hands_out_the_key,
+    next_ready_mut_skips_a_stale_event_and_goes_on,
     unregister_closing_then_close: exclusive,
 );
 
@@ -179,6 +180,28 @@ fn next_ready_mut_hands_out_the_key<M: BackendUnderTest>() {
     assert_eq!(by_fd(seen), expected);
     assert_eq!(expected.len(), 3);
     assert!(sel.get_map().iter().all(|k| k.data == 1));
+}
+
+/// `next_ready_mut` passes over an event whose registration went away
+/// after `select` and hands out the live one after it.
+fn next_ready_mut_skips_a_stale_event_and_goes_on<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, u32>();
+    let mut peers = Vec::new();
+    for (i, (rd, peer)) in readable_pairs(3).into_iter().enumerate() {
+        sel.register(rd, Events::READ, i as u32).unwrap();
+        peers.push(peer);
+    }
+    assert_eq!(sel.select(Some(SOON)).unwrap(), 3);
+    let first = sel.next_ready_mut().unwrap().0.fd;
+    let waiting: Vec<RawFd> = sel.ready_keys().map(|(k, _)| k.fd).collect();
+    assert_eq!(waiting.len(), 2);
+    sel.unregister(waiting[0]).unwrap();
+    let (key, events) = sel
+        .next_ready_mut()
+        .expect("the live event after the stale one");
+    assert_eq!((key.fd, events), (waiting[1], Events::READ));
+    assert_ne!(key.fd, first);
+    assert!(sel.next_ready_mut().is_none());
 }
 
 /// `unregister_closing` followed by the close: nothing more is reported
