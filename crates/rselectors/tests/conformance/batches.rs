@@ -83,16 +83,26 @@ fn event_of_a_reregistered_fd_is_not_delivered<M: BackendUnderTest>() {
     assert_eq!(select_all(&mut sel, SOON).len(), 2);
 }
 
-/// While handling an event: re-register and modify the fd being handled,
-/// change another's data (its event stays), and narrow a third's events
-/// (its event is masked by the key's current events, and goes).
-fn mutate_while_iterating<M: BackendUnderTest>() {
+/// A selector with three readable sockets registered for READ, with data
+/// 0, 1 and 2; and their peers, to keep the sockets open.
+fn three_readable<M: BackendUnderTest>() -> (
+    rselectors::Selector<M::Backend, UnixStream, u32>,
+    Vec<UnixStream>,
+) {
     let mut sel = open::<M, UnixStream, u32>();
     let mut peers = Vec::new();
     for (i, (rd, peer)) in readable_pairs(3).into_iter().enumerate() {
         sel.register(rd, Events::READ, i as u32).unwrap();
         peers.push(peer);
     }
+    (sel, peers)
+}
+
+/// While handling an event: re-register and modify the fd being handled,
+/// change another's data (its event stays), and narrow a third's events
+/// (its event is masked by the key's current events, and goes).
+fn mutate_while_iterating<M: BackendUnderTest>() {
+    let (mut sel, _peers) = three_readable::<M>();
     assert_eq!(sel.select(Some(SOON)).unwrap(), 3);
     let (current, events) = sel.next_ready().unwrap();
     assert_eq!(events, Events::READ);
@@ -185,12 +195,7 @@ fn next_ready_mut_hands_out_the_key<M: BackendUnderTest>() {
 /// `next_ready_mut` passes over an event whose registration went away
 /// after `select` and hands out the live one after it.
 fn next_ready_mut_skips_a_stale_event_and_goes_on<M: BackendUnderTest>() {
-    let mut sel = open::<M, UnixStream, u32>();
-    let mut peers = Vec::new();
-    for (i, (rd, peer)) in readable_pairs(3).into_iter().enumerate() {
-        sel.register(rd, Events::READ, i as u32).unwrap();
-        peers.push(peer);
-    }
+    let (mut sel, _peers) = three_readable::<M>();
     assert_eq!(sel.select(Some(SOON)).unwrap(), 3);
     let first = sel.next_ready_mut().unwrap().0.fd;
     let waiting: Vec<RawFd> = sel.ready_keys().map(|(k, _)| k.fd).collect();
