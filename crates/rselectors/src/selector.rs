@@ -347,13 +347,21 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// again; events are masked with the key's current events.
     #[inline]
     pub fn next_ready(&mut self) -> Option<(RawFd, Events)> {
-        while let Some(r) = self.ready.entries.get(self.cursor) {
+        let (position, events) = self.next_live()?;
+        Some((self.table.at(position).key.fd, events))
+    }
+
+    /// Takes ready entries until one is live: where its key is, and the
+    /// events to report.
+    #[inline]
+    fn next_live(&mut self) -> Option<(usize, Events)> {
+        loop {
+            let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            if let Some((_, events)) = self.live(r) {
-                return Some((r.fd, events));
+            if let Some(live) = self.live(&r) {
+                return Some(live);
             }
         }
-        None
     }
 
     /// [`Selector::next_ready`] with the key at hand: the file object
@@ -376,13 +384,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     #[cold]
     #[inline(never)]
     fn next_ready_mut_skipping(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
-        loop {
-            let r = *self.ready.entries.get(self.cursor)?;
-            self.cursor += 1;
-            if let Some((position, events)) = self.live(&r) {
-                return Some((self.key_mut_at(position), events));
-            }
-        }
+        let (position, events) = self.next_live()?;
+        Some((self.key_mut_at(position), events))
     }
 
     /// The key at a position from [`KeyTable::position`], as a [`KeyMut`].
