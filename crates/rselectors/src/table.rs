@@ -1,4 +1,4 @@
-//! The fd-to-key table: O(1) lookup by descriptor, dense iteration.
+//! The fd-to-key table: O(1) lookup by descriptor, no moves.
 
 use crate::SelectorKey;
 use std::os::fd::RawFd;
@@ -10,50 +10,59 @@ pub(crate) struct Slot<F, D> {
     pub(crate) serial: u64,
 }
 
-const VACANT: u32 = u32::MAX;
-
-/// Keys stored densely in `slots`; `index[fd]` is the key's position.
+/// Keys indexed by descriptor: `slots[fd]` holds `fd`'s registration.
 ///
-/// Descriptors are small dense integers, so a vector indexed by fd is both
-/// the fastest map and a small one (4 bytes per descriptor number).
-/// Removal swaps the last key into the hole, so both operations are O(1).
+/// Descriptors are small dense integers (the kernel hands out the lowest
+/// free number), so a vector indexed by fd is the fastest map: an event
+/// finds its key with one load, and nothing moves on insert or remove (the
+/// choice of libev and of a hand-written epoll loop). The price is one
+/// slot per descriptor number up to the highest registered, used or not.
 pub(crate) struct KeyTable<F, D> {
-    slots: Vec<Slot<F, D>>,
-    index: Vec<u32>,
+    slots: Vec<Option<Slot<F, D>>>,
+    len: usize,
 }
 
 impl<F, D> KeyTable<F, D> {
     pub(crate) fn new() -> Self {
         KeyTable {
             slots: Vec::new(),
-            index: Vec::new(),
+            len: 0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
-    /// Where `fd`'s slot is, for [`KeyTable::at_mut`].
+    /// Where `fd`'s slot is, for [`KeyTable::at`] and friends.
     #[inline]
     pub(crate) fn position(&self, fd: RawFd) -> Option<usize> {
         // A negative number wraps to one past any index, like a large one.
-        let i = *self.index.get(fd as u32 as usize)?;
-        (i != VACANT).then_some(i as usize)
+        let i = fd as u32 as usize;
+        self.slots.get(i)?.as_ref().map(|_| i)
     }
 
+    #[inline]
     pub(crate) fn get(&self, fd: RawFd) -> Option<&Slot<F, D>> {
-        self.position(fd).map(|i| &self.slots[i])
+        self.slots.get(fd as u32 as usize)?.as_ref()
     }
 
     /// The slot at a position from [`KeyTable::position`].
+    #[inline]
     pub(crate) fn at(&self, i: usize) -> &Slot<F, D> {
-        &self.slots[i]
+        match &self.slots[i] {
+            Some(slot) => slot,
+            None => unreachable!("a position from KeyTable::position is occupied"),
+        }
     }
 
     /// The slot at a position from [`KeyTable::position`], mutable.
+    #[inline]
     pub(crate) fn at_mut(&mut self, i: usize) -> &mut Slot<F, D> {
-        &mut self.slots[i]
+        match &mut self.slots[i] {
+            Some(slot) => slot,
+            None => unreachable!("a position from KeyTable::position is occupied"),
+        }
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
@@ -62,44 +71,43 @@ impl<F, D> KeyTable<F, D> {
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         let fd = slot.key.fd as usize;
         debug_assert!(self.position(slot.key.fd).is_none());
-        let i = self.slots.len();
-        match self.index.get_mut(fd) {
-            Some(entry) => *entry = i as u32,
-            None => self.grow_index(fd, i),
+        if fd >= self.slots.len() {
+            self.grow(fd);
         }
-        self.slots.push(slot);
-        &mut self.slots[i]
+        self.len += 1;
+        self.slots[fd].insert(slot)
     }
 
-    /// Makes room in the index for `fd` and points it at position `i`.
+    /// Makes room for descriptor number `fd`.
     #[cold]
     #[inline(never)]
-    fn grow_index(&mut self, fd: usize, i: usize) {
-        // `resize` reserves with amortised doubling, so a run of
+    fn grow(&mut self, fd: usize) {
+        // `resize_with` reserves with amortised doubling, so a run of
         // increasing descriptors does not reallocate every time.
-        self.index.resize(fd + 1, VACANT);
-        self.index[fd] = i as u32;
+        self.slots.resize_with(fd + 1, || None);
     }
 
     /// Removes the slot at a position from [`KeyTable::position`].
     #[inline]
     pub(crate) fn remove_at(&mut self, i: usize) -> Slot<F, D> {
-        let slot = self.slots.swap_remove(i);
-        self.index[slot.key.fd as usize] = VACANT;
-        if let Some(moved) = self.slots.get(i) {
-            self.index[moved.key.fd as usize] = i as u32;
+        match self.slots[i].take() {
+            Some(slot) => {
+                self.len -= 1;
+                slot
+            }
+            None => unreachable!("a position from KeyTable::position is occupied"),
         }
-        slot
     }
 
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
-        self.index.clear();
+        self.len = 0;
     }
 
     pub(crate) fn keys(&self) -> Keys<'_, F, D> {
         Keys {
             inner: self.slots.iter(),
+            left: self.len,
         }
     }
 }
@@ -130,7 +138,7 @@ impl<'a, F, D> Map<'a, F, D> {
         self.table.get(fd).is_some()
     }
 
-    /// Every registered key, in no particular order.
+    /// Every registered key, in the order of their descriptors.
     pub fn iter(&self) -> Keys<'a, F, D> {
         self.table.keys()
     }
@@ -159,18 +167,25 @@ impl<F, D> Copy for Map<'_, F, D> {}
 
 /// Iterator over registered keys, from [`Map::iter`].
 pub struct Keys<'a, F, D> {
-    inner: std::slice::Iter<'a, Slot<F, D>>,
+    inner: std::slice::Iter<'a, Option<Slot<F, D>>>,
+    /// Keys not yielded yet: the iterator stops at the last one.
+    left: usize,
 }
 
 impl<'a, F, D> Iterator for Keys<'a, F, D> {
     type Item = &'a SelectorKey<F, D>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|s| &s.key)
+        if self.left == 0 {
+            return None;
+        }
+        let slot = self.inner.by_ref().flatten().next()?;
+        self.left -= 1;
+        Some(&slot.key)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
+        (self.left, Some(self.left))
     }
 }
 
