@@ -2,12 +2,16 @@
 """Echo-server benchmark driver: what does each server spend per message?
 
 For every workload, every server (raw epoll, mio, tokio, polling, rselectors) is started
-pinned to core 1, `perf stat -e raw_syscalls:sys_enter -p PID` counts its system calls,
-the load generator runs pinned to core 0 for a bounded time, then the server is stopped
-with SIGTERM and its rusage is read with wait4. Servers are interleaved within each
-workload (rotated every repeat), every cell is the median over the repeats, and ratios
-are to raw-epoll. A last phase holds N idle connections open to measure memory per
-connection. Results go to stdout and to bench/RESULTS.md.
+pinned to core 1, `perf stat -e raw_syscalls:sys_enter -p PID` counts its system calls
+(and, in the same invocation, its epoll waits, by the syscalls:sys_enter_epoll_*wait*
+tracepoints), `perf record -e cpu-clock` samples where its CPU time goes, the load generator
+runs pinned to core 0 for a bounded time, then the server is stopped with SIGTERM and its
+rusage is read with wait4. The samples split the exact total CPU into user and system, and
+objdump finds the user samples that sit on the instruction right after a `syscall` (kernel
+exit time charged to user mode), so user time is also reported without them. Servers are
+interleaved within each workload (rotated every repeat), every cell is the median over the
+repeats, and ratios are to raw-epoll. A last phase holds N idle connections open to measure
+memory per connection. Results go to stdout and to bench/RESULTS.md.
 
 Python 3.11 standard library only. See bench/README.md for how to read the numbers.
 """
@@ -32,12 +36,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from samples import sample_shares
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT_DIR = BENCH_DIR.parent
 PEER_BIN = BENCH_DIR / "target" / "release"
 BASELINE = "raw-epoll"
 LISTEN_RE = re.compile(rb"listening on (\S+)")
 PERF_EVENT = "raw_syscalls:sys_enter"
+# Every way into epoll_wait: glibc, mio, tokio and polling may each use any of them.
+WAIT_EVENTS = ["syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
+               "syscalls:sys_enter_epoll_pwait2"]
 
 # (column name, command); every server takes --addr and prints "listening on ADDR".
 PEER_SERVERS = [
@@ -88,6 +97,21 @@ def perf_works() -> bool:
         capture_output=True, text=True, timeout=30, check=False,
     )
     return probe.returncode == 0 and PERF_EVENT in probe.stderr and "<not" not in probe.stderr
+
+
+def wait_events() -> list[str]:
+    """The epoll wait tracepoints this kernel has. Probed one by one because perf stat
+    refuses the whole list if one is missing (epoll_pwait2 needs Linux 5.11)."""
+    works = []
+    for event in WAIT_EVENTS:
+        try:
+            probe = subprocess.run(["perf", "stat", "-e", event, "-x,", "--", "true"],
+                                   capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0 and event in probe.stderr and "<not" not in probe.stderr:
+            works.append(event)
+    return works
 
 
 class Server:
@@ -153,8 +177,9 @@ def parse_summary(text: str) -> dict[str, str]:
     return {}
 
 
-def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
-    """One server, one workload, one repeat."""
+def run_one(server_cmd, workload, args, use_perf: bool, waits: list[str]) -> dict:
+    """One server, one workload, one repeat. `waits`: the epoll wait tracepoints to
+    count alongside all system calls, in the same perf stat (one attach, one window)."""
     _, conns, size, mode, pipeline = workload
     server = Server(server_cmd, args.server_core)
     result: dict = {"errors": 0}
@@ -165,8 +190,8 @@ def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
         if use_perf:
             perf_out = tempfile.NamedTemporaryFile(mode="r", suffix=".perf")
             perf = subprocess.Popen(
-                pin(args.load_core) + ["perf", "stat", "-e", PERF_EVENT, "-x,",
-                                       "-o", perf_out.name, "-p", str(server.pid)],
+                pin(args.load_core) + ["perf", "stat", "-e", ",".join([PERF_EVENT, *waits]),
+                                       "-x,", "-o", perf_out.name, "-p", str(server.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             if args.user_sampling > 0:
@@ -214,14 +239,15 @@ def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
                     tool.wait()
         usage = server.stop()
     if sampler is not None:
-        result["user_frac"] = user_fraction(sample_file)
+        result.update(sample_shares(sample_file))
     sample_dir.cleanup()
     if perf_out is not None:
-        for line in perf_out.read().splitlines():
-            fields = line.split(",")
-            if len(fields) > 2 and fields[2] == PERF_EVENT and fields[0].isdigit():
-                result["syscalls"] = int(fields[0])
+        counts = perf_stat_counts(perf_out.read())
         perf_out.close()
+        if PERF_EVENT in counts:
+            result["syscalls"] = counts[PERF_EVENT]
+        if waits and all(event in counts for event in waits):
+            result["waits"] = sum(counts[event] for event in waits)
     if usage is not None:
         result["utime_s"] = usage.ru_utime
         result["stime_s"] = usage.ru_stime
@@ -229,6 +255,9 @@ def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
     if msgs > 0:
         if "syscalls" in result:
             result["syscalls_per_msg"] = result["syscalls"] / msgs
+            if "waits" in result:
+                result["waits_per_msg"] = result["waits"] / msgs
+                result["other_syscalls_per_msg"] = (result["syscalls"] - result["waits"]) / msgs
         if usage is not None:
             result["cpu_ns_per_msg"] = (usage.ru_utime + usage.ru_stime) * 1e9 / msgs
             # Exact total CPU x sampled user share beats the tick-sampled ru_utime.
@@ -236,23 +265,21 @@ def run_one(server_cmd, workload, args, use_perf: bool) -> dict:
                 result["user_ns_per_msg"] = result["cpu_ns_per_msg"] * result["user_frac"]
             else:
                 result["user_ns_per_msg"] = usage.ru_utime * 1e9 / msgs
+            if result.get("user_frac") is not None \
+                    and result.get("after_syscall_frac") is not None:
+                result["user_own_ns_per_msg"] = result["cpu_ns_per_msg"] * (
+                    result["user_frac"] - result["after_syscall_frac"])
     return result
 
 
-def user_fraction(perf_data: str) -> float | None:
-    """Share of cpu-clock samples taken in user space (kernel addresses start 0xffff)."""
-    try:
-        script = subprocess.run(["perf", "script", "-i", perf_data, "-F", "ip"],
-                                capture_output=True, text=True, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    user = kernel = 0
-    for line in script.stdout.split():
-        if len(line) == 16 and line.startswith("ffff"):
-            kernel += 1
-        else:
-            user += 1
-    return user / (user + kernel) if user + kernel >= 100 else None
+def perf_stat_counts(text: str) -> dict[str, int]:
+    """Event -> count from `perf stat -x,` output ("<not counted>" events left out)."""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit():
+            counts[fields[2]] = int(fields[0])
+    return counts
 
 
 def callgrind_instructions(server_cmd, workload, args) -> dict:
@@ -450,6 +477,15 @@ def main() -> int:
         notes.append("syscalls: n/a, `perf stat -e raw_syscalls:sys_enter` does not work here "
                      "(Debian: `apt-get install -y linux-perf`; needs root or "
                      "kernel.perf_event_paranoid <= 1 and tracefs).")
+    waits = wait_events() if use_perf else []
+    if use_perf and not waits:
+        notes.append("epoll waits per message and system calls other than epoll waits: n/a, "
+                     "none of the tracepoints " + ", ".join(WAIT_EVENTS) + " works here "
+                     "(needs a kernel with CONFIG_FTRACE_SYSCALLS).")
+    elif use_perf and len(waits) < len(WAIT_EVENTS):
+        notes.append("epoll waits: not counted, no such tracepoint on this kernel (so no "
+                     "such system call to make): "
+                     + ", ".join(e for e in WAIT_EVENTS if e not in waits) + ".")
     if args.server_core is None:
         notes.append("not pinned (taskset missing, --no-pin, or fewer than 2 cores).")
 
@@ -466,13 +502,14 @@ def main() -> int:
             order = servers[rep % len(servers):] + servers[:rep % len(servers)]
             for name, cmd in order:
                 try:
-                    result = run_one(cmd, workload, args, use_perf)
+                    result = run_one(cmd, workload, args, use_perf, waits)
                 except (RuntimeError, OSError) as err:
                     result = {"errors": 1, "failure": str(err), "msgs": 0}
                 runs.setdefault((workload[0], name), []).append(result)
                 log(f"[{workload[0]}] rep {rep + 1} {name}: "
                     f"{result.get('summary') or result.get('failure')} "
-                    f"syscalls={result.get('syscalls')} utime={result.get('utime_s')} "
+                    f"syscalls={result.get('syscalls')} waits={result.get('waits')} "
+                    f"utime={result.get('utime_s')} "
                     f"stime={result.get('stime_s')}")
     idle: dict[str, list[dict]] = {}
     if args.idle_conns > 0:
@@ -510,10 +547,28 @@ def main() -> int:
     out = []
     out.append(table("System calls per message (lower is better)", rows, names,
                      metric_cell("syscalls_per_msg", 2)))
+    out.append(table("System calls per message other than epoll waits (lower is better)",
+                     rows, names, metric_cell("other_syscalls_per_msg", 2)))
+    out.append(table("epoll waits per message (events per wait: higher when a server is "
+                     "busier; load-bound here: report, do not rank)", rows, names,
+                     metric_cell("waits_per_msg", 3)))
     user_how = (f"total CPU x user share of {args.user_sampling} Hz cpu-clock samples"
                 if args.user_sampling > 0 and use_perf else "rusage ru_utime")
     out.append(table(f"Server user-space CPU per message, ns ({user_how}; lower is better)",
                      rows, names, metric_cell("user_ns_per_msg", 0)))
+    out.append(table("Server user-space CPU per message without the sample right after each "
+                     "system call, ns (the server's own code; lower is better)",
+                     rows, names, metric_cell("user_own_ns_per_msg", 0)))
+    if args.user_sampling <= 0 or not use_perf:
+        notes.append("user CPU without the sample right after each system call: n/a, needs "
+                     "perf and --user-sampling > 0.")
+    after_failures = sorted({r["after_syscall_failure"] for rs in runs.values() for r in rs
+                             if r.get("after_syscall_frac") is None
+                             and "after_syscall_failure" in r})
+    if after_failures:
+        notes.append("user CPU without the sample right after each system call: n/a where "
+                     "the samples could not be placed on instructions (needs objdump and "
+                     "readelf, and the mmap events in perf.data): " + "; ".join(after_failures))
     if instructions:
         def ir_cell(row: str, server: str) -> str:
             base = instructions.get((row, BASELINE), {}).get("ir_per_msg")
@@ -570,17 +625,19 @@ def main() -> int:
     if notes:
         doc += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     doc += ["<details><summary>Every run</summary>", "",
-            "| workload | server | msgs | msgs/s | syscalls | ru_utime s | ru_stime s "
-            "| sampled user share | peak RSS KiB | p99 us | errors |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| workload | server | msgs | msgs/s | syscalls | waits | ru_utime s | ru_stime s "
+            "| sampled user share | user share right after a syscall | peak RSS KiB | p99 us "
+            "| errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     def num(value, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     for (row, name), rs in runs.items():
         for r in rs:
             doc.append(f"| {row} | {name} | {r.get('msgs')} | {num(r.get('msgs_per_s'), 0)} | "
-                       f"{r.get('syscalls', 'n/a')} | {num(r.get('utime_s'), 6)} | "
-                       f"{num(r.get('stime_s'), 6)} | {num(r.get('user_frac'), 4)} | "
+                       f"{r.get('syscalls', 'n/a')} | {r.get('waits', 'n/a')} | "
+                       f"{num(r.get('utime_s'), 6)} | {num(r.get('stime_s'), 6)} | "
+                       f"{num(r.get('user_frac'), 4)} | {num(r.get('after_syscall_frac'), 4)} | "
                        f"{r.get('rss_kib', 'n/a')} | {r.get('p99_us', 'n/a')} | "
                        f"{r.get('errors')} |")
     doc += ["", "</details>", ""]
