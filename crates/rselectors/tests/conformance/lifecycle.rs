@@ -14,6 +14,7 @@ crate::per_backend!(
     drop_closes_the_owned_file_objects,
     get_key_and_get_key_mut,
     get_map_is_a_live_read_only_view,
+    get_map_iterates_in_descriptor_order,
     fileno_is_the_kernel_object,
 );
 
@@ -173,6 +174,36 @@ fn get_map_is_a_live_read_only_view<M: BackendUnderTest>() {
     assert!(!map.contains_key(rfd) && map.contains_key(wfd));
     assert_eq!(map.fds().collect::<Vec<_>>(), [wfd]);
     assert_eq!(sel.len(), 1);
+}
+
+/// Ours, not CPython's (a dict keeps insertion order): the table is
+/// indexed by descriptor, so `get_map` yields keys by ascending fd, skips
+/// unregistered numbers, and knows exactly how many keys are left.
+fn get_map_iterates_in_descriptor_order<M: BackendUnderTest>() {
+    let mut sel = open::<M, UnixStream, usize>();
+    let mut streams: Vec<UnixStream> = Vec::new();
+    for _ in 0..3 {
+        let (a, b) = socketpair();
+        streams.push(a);
+        streams.push(b);
+    }
+    let mut fds: Vec<_> = streams.iter().map(|s| s.as_raw_fd()).collect();
+    // Registered highest first, so insertion order is the reverse of fd order.
+    for (data, stream) in streams.into_iter().rev().enumerate() {
+        sel.register(stream, Events::READ, data).unwrap();
+    }
+    fds.sort();
+    assert_eq!(sel.get_map().fds().collect::<Vec<_>>(), fds);
+
+    sel.unregister(fds[2]).unwrap();
+    fds.remove(2);
+    let map = sel.get_map();
+    assert_eq!(map.fds().collect::<Vec<_>>(), fds);
+    let mut keys = map.iter();
+    assert_eq!(keys.len(), 5);
+    assert_eq!(keys.next().map(|k| k.fd), Some(fds[0]));
+    assert_eq!(keys.size_hint(), (4, Some(4)));
+    assert_eq!(keys.map(|k| k.fd).collect::<Vec<_>>(), fds[1..]);
 }
 
 /// CPython's `test_fileno`: epoll has a kernel object, select and poll none.
