@@ -89,29 +89,24 @@ def vm_rss_kib(pid: int) -> int | None:
     return None
 
 
-def perf_works() -> bool:
-    if shutil.which("perf") is None:
+def perf_event_works(event: str) -> bool:
+    """True if `perf stat` can count `event` here (installed, permitted, tracepoint present)."""
+    try:
+        probe = subprocess.run(["perf", "stat", "-e", event, "-x,", "--", "true"],
+                               capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    probe = subprocess.run(
-        ["perf", "stat", "-e", PERF_EVENT, "-x,", "--", "true"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    return probe.returncode == 0 and PERF_EVENT in probe.stderr and "<not" not in probe.stderr
+    return probe.returncode == 0 and event in probe.stderr and "<not" not in probe.stderr
+
+
+def perf_works() -> bool:
+    return shutil.which("perf") is not None and perf_event_works(PERF_EVENT)
 
 
 def wait_events() -> list[str]:
     """The epoll wait tracepoints this kernel has. Probed one by one because perf stat
     refuses the whole list if one is missing (epoll_pwait2 needs Linux 5.11)."""
-    works = []
-    for event in WAIT_EVENTS:
-        try:
-            probe = subprocess.run(["perf", "stat", "-e", event, "-x,", "--", "true"],
-                                   capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0 and event in probe.stderr and "<not" not in probe.stderr:
-            works.append(event)
-    return works
+    return [event for event in WAIT_EVENTS if perf_event_works(event)]
 
 
 class Server:

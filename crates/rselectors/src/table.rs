@@ -50,19 +50,13 @@ impl<F, D> KeyTable<F, D> {
     /// The slot at a position from [`KeyTable::position`].
     #[inline]
     pub(crate) fn at(&self, i: usize) -> &Slot<F, D> {
-        match &self.slots[i] {
-            Some(slot) => slot,
-            None => unreachable!("a position from KeyTable::position is occupied"),
-        }
+        occupied(self.slots[i].as_ref())
     }
 
     /// The slot at a position from [`KeyTable::position`], mutable.
     #[inline]
     pub(crate) fn at_mut(&mut self, i: usize) -> &mut Slot<F, D> {
-        match &mut self.slots[i] {
-            Some(slot) => slot,
-            None => unreachable!("a position from KeyTable::position is occupied"),
-        }
+        occupied(self.slots[i].as_mut())
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
@@ -90,13 +84,9 @@ impl<F, D> KeyTable<F, D> {
     /// Removes the slot at a position from [`KeyTable::position`].
     #[inline]
     pub(crate) fn remove_at(&mut self, i: usize) -> Slot<F, D> {
-        match self.slots[i].take() {
-            Some(slot) => {
-                self.len -= 1;
-                slot
-            }
-            None => unreachable!("a position from KeyTable::position is occupied"),
-        }
+        let slot = occupied(self.slots[i].take());
+        self.len -= 1;
+        slot
     }
 
     pub(crate) fn clear(&mut self) {
@@ -109,6 +99,16 @@ impl<F, D> KeyTable<F, D> {
             inner: self.slots.iter(),
             left: self.len,
         }
+    }
+}
+
+/// The entry at a position from [`KeyTable::position`], which is occupied
+/// (positions come from nowhere else, so this never fails).
+#[inline]
+fn occupied<S>(entry: Option<S>) -> S {
+    match entry {
+        Some(slot) => slot,
+        None => unreachable!("a position from KeyTable::position is occupied"),
     }
 }
 
