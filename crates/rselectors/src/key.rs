@@ -34,6 +34,19 @@ pub struct KeyMut<'a, F, D> {
     pub data: &'a mut D,
 }
 
+impl<'a, F, D> KeyMut<'a, F, D> {
+    /// The mutable view of a stored key.
+    #[inline]
+    pub(crate) fn of(key: &'a mut SelectorKey<F, D>) -> Self {
+        KeyMut {
+            fileobj: &mut key.fileobj,
+            fd: key.fd,
+            events: key.events,
+            data: &mut key.data,
+        }
+    }
+}
+
 /// A bare file descriptor number as a file object, for descriptors the
 /// selector must not own or close (Python's `register(fd_int, ...)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

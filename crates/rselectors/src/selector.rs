@@ -179,9 +179,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if fd < 0 {
             return Err(Error::InvalidFd(fd));
         }
-        let position = self.table.position(fd).ok_or(Error::NotRegistered(fd))?;
+        let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
         tell(backend);
-        Ok(self.table.remove_at(position).key)
+        Ok(slot.key)
     }
 
     /// Changes the events and the data of `fd`'s registration.
@@ -190,8 +190,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// the new events, the registration is removed (its key dropped) and
     /// the OS error returned, as CPython does (bpo-30014).
     pub fn modify(&mut self, fd: RawFd, events: Events, data: D) -> Result<&SelectorKey<F, D>> {
-        let position = self.set_events(fd, events)?;
-        let key = &mut self.table.at_mut(position).key;
+        self.set_events(fd, events)?;
+        let key = &mut self.known_slot_mut(fd).key;
         key.data = data;
         Ok(key)
     }
@@ -199,28 +199,36 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// Changes the events of `fd`'s registration and keeps its data (the
     /// seeds' `modify(sock, EVENT_READ)`, without handing the data back in).
     pub fn modify_events(&mut self, fd: RawFd, events: Events) -> Result<&SelectorKey<F, D>> {
-        let position = self.set_events(fd, events)?;
-        Ok(&self.table.at(position).key)
+        self.set_events(fd, events)?;
+        Ok(&self.known_slot_mut(fd).key)
     }
 
-    /// The rules of `modify` for the events; returns where the key is.
-    fn set_events(&mut self, fd: RawFd, events: Events) -> Result<usize> {
+    /// The rules of `modify` for the events.
+    fn set_events(&mut self, fd: RawFd, events: Events) -> Result<()> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         // CPython looks the file object up before it checks the mask.
-        let position = lookup_position(&self.table, fd)?;
+        let slot = registered(self.table.get_mut(fd), fd)?;
         if !events.is_valid_mask() {
             return Err(Error::InvalidEvents(events.bits()));
         }
-        let slot = self.table.at_mut(position);
         if slot.key.events != events {
             if let Err(e) = backend.modify(fd, events, tag(slot.serial)) {
                 let _ = backend.remove(fd);
-                self.table.remove_at(position);
+                self.table.remove(fd);
                 return Err(Error::Os(e));
             }
             slot.key.events = events;
         }
-        Ok(position)
+        Ok(())
+    }
+
+    /// The slot of `fd`, which the caller has just found registered.
+    #[inline]
+    fn known_slot_mut(&mut self, fd: RawFd) -> &mut Slot<F, D> {
+        match self.table.get_mut(fd) {
+            Some(slot) => slot,
+            None => unreachable!("the descriptor was just found registered"),
+        }
     }
 
     /// Waits until a registered file object is ready or `timeout` passes
@@ -286,15 +294,14 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         self.ready.entries.len()
     }
 
-    /// Where the key of a stored ready entry is, and the events to report,
-    /// if its registration still stands: the one check every way of taking
-    /// events goes through.
+    /// The key of a stored ready entry, and the events to report, if its
+    /// registration still stands: the one check every way of taking events
+    /// goes through.
     #[inline]
-    fn live(&self, r: &Ready) -> Option<(usize, Events)> {
-        let i = self.table.position(r.fd)?;
-        let slot = self.table.at(i);
+    fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
+        let slot = self.table.get(r.fd)?;
         let events = readiness(r.bits) & slot.key.events;
-        (tag(slot.serial) == r.serial && !events.is_empty()).then_some((i, events))
+        (tag(slot.serial) == r.serial && !events.is_empty()).then_some((&slot.key, events))
     }
 
     /// Takes a wait out of the selector, to run where the selector is not
@@ -347,19 +354,11 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// again; events are masked with the key's current events.
     #[inline]
     pub fn next_ready(&mut self) -> Option<(RawFd, Events)> {
-        let (position, events) = self.next_live()?;
-        Some((self.table.at(position).key.fd, events))
-    }
-
-    /// Takes ready entries until one is live: where its key is, and the
-    /// events to report.
-    #[inline]
-    fn next_live(&mut self) -> Option<(usize, Events)> {
         loop {
             let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            if let Some(live) = self.live(&r) {
-                return Some(live);
+            if let Some((_, events)) = self.live(&r) {
+                return Some((r.fd, events));
             }
         }
     }
@@ -372,7 +371,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let r = *self.ready.entries.get(self.cursor)?;
         self.cursor += 1;
         match self.live(&r) {
-            Some((position, events)) => Some((self.key_mut_at(position), events)),
+            Some((_, events)) => Some((KeyMut::of(&mut self.known_slot_mut(r.fd).key), events)),
             // An event whose registration has gone is rare (the handler of
             // an earlier event of this wait removed it): skipping it is out
             // of line, so the loop around this call stays small.
@@ -384,20 +383,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     #[cold]
     #[inline(never)]
     fn next_ready_mut_skipping(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
-        let (position, events) = self.next_live()?;
-        Some((self.key_mut_at(position), events))
-    }
-
-    /// The key at a position from [`KeyTable::position`], as a [`KeyMut`].
-    #[inline]
-    fn key_mut_at(&mut self, position: usize) -> KeyMut<'_, F, D> {
-        let key = &mut self.table.at_mut(position).key;
-        KeyMut {
-            fileobj: &mut key.fileobj,
-            fd: key.fd,
-            events: key.events,
-            data: &mut key.data,
-        }
+        let (fd, events) = self.next_ready()?;
+        Some((KeyMut::of(&mut self.known_slot_mut(fd).key), events))
     }
 
     /// The ready keys of the last `select` not yet taken by `next_ready`,
@@ -405,10 +392,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn ready_keys(&self) -> impl Iterator<Item = (&SelectorKey<F, D>, Events)> {
         self.ready.entries[self.cursor..]
             .iter()
-            .filter_map(move |r| {
-                let (i, events) = self.live(r)?;
-                Some((&self.table.at(i).key, events))
-            })
+            .filter_map(move |r| self.live(r))
     }
 
     /// The key registered for `fd`.
@@ -424,14 +408,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         if self.backend.is_none() {
             return Err(Error::Closed);
         }
-        let position = lookup_position(&self.table, fd)?;
-        let key = &mut self.table.at_mut(position).key;
-        Ok(KeyMut {
-            fileobj: &mut key.fileobj,
-            fd: key.fd,
-            events: key.events,
-            data: &mut key.data,
-        })
+        Ok(KeyMut::of(&mut registered(self.table.get_mut(fd), fd)?.key))
     }
 
     /// A read-only view of every registration (empty once closed).
@@ -490,15 +467,15 @@ fn make_room(ready: &mut ReadyList, registered: usize) {
 /// The slot of `fd`: `InvalidFd` for a negative number (Python's
 /// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
 fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
-    Ok(table.at(lookup_position(table, fd)?))
+    registered(table.get(fd), fd)
 }
 
-/// Where `fd`'s slot is, with the errors of [`lookup`].
-fn lookup_position<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<usize> {
+/// What the table `found` for `fd`, or the error of [`lookup`].
+fn registered<T>(found: Option<T>, fd: RawFd) -> Result<T> {
     if fd < 0 {
         return Err(Error::InvalidFd(fd));
     }
-    table.position(fd).ok_or(Error::NotRegistered(fd))
+    found.ok_or(Error::NotRegistered(fd))
 }
 
 impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {

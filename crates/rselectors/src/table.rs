@@ -34,29 +34,17 @@ impl<F, D> KeyTable<F, D> {
         self.len
     }
 
-    /// Where `fd`'s slot is, for [`KeyTable::at`] and friends.
-    #[inline]
-    pub(crate) fn position(&self, fd: RawFd) -> Option<usize> {
-        // A negative number wraps to one past any index, like a large one.
-        let i = fd as u32 as usize;
-        self.slots.get(i)?.as_ref().map(|_| i)
-    }
-
+    /// `fd`'s slot, if it is registered.
     #[inline]
     pub(crate) fn get(&self, fd: RawFd) -> Option<&Slot<F, D>> {
+        // A negative number wraps to one past any index, like a large one.
         self.slots.get(fd as u32 as usize)?.as_ref()
     }
 
-    /// The slot at a position from [`KeyTable::position`].
+    /// `fd`'s slot, mutable, if it is registered.
     #[inline]
-    pub(crate) fn at(&self, i: usize) -> &Slot<F, D> {
-        occupied(self.slots[i].as_ref())
-    }
-
-    /// The slot at a position from [`KeyTable::position`], mutable.
-    #[inline]
-    pub(crate) fn at_mut(&mut self, i: usize) -> &mut Slot<F, D> {
-        occupied(self.slots[i].as_mut())
+    pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<&mut Slot<F, D>> {
+        self.slots.get_mut(fd as u32 as usize)?.as_mut()
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
@@ -64,7 +52,7 @@ impl<F, D> KeyTable<F, D> {
     #[inline(always)]
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         let fd = slot.key.fd as usize;
-        debug_assert!(self.position(slot.key.fd).is_none());
+        debug_assert!(self.get(slot.key.fd).is_none());
         if fd >= self.slots.len() {
             self.grow(fd);
         }
@@ -81,12 +69,12 @@ impl<F, D> KeyTable<F, D> {
         self.slots.resize_with(fd + 1, || None);
     }
 
-    /// Removes the slot at a position from [`KeyTable::position`].
+    /// Takes `fd`'s slot out, if it is registered.
     #[inline]
-    pub(crate) fn remove_at(&mut self, i: usize) -> Slot<F, D> {
-        let slot = occupied(self.slots[i].take());
+    pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Slot<F, D>> {
+        let slot = self.slots.get_mut(fd as u32 as usize)?.take()?;
         self.len -= 1;
-        slot
+        Some(slot)
     }
 
     pub(crate) fn clear(&mut self) {
@@ -99,16 +87,6 @@ impl<F, D> KeyTable<F, D> {
             inner: self.slots.iter(),
             left: self.len,
         }
-    }
-}
-
-/// The entry at a position from [`KeyTable::position`], which is occupied
-/// (positions come from nowhere else, so this never fails).
-#[inline]
-fn occupied<S>(entry: Option<S>) -> S {
-    match entry {
-        Some(slot) => slot,
-        None => unreachable!("a position from KeyTable::position is occupied"),
     }
 }
 
