@@ -15,6 +15,7 @@ use crate::conn::{is_disconnect, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
 use crate::stdin::Stdin;
+use accept::AcceptPace;
 pub use accept::{bind_listener, listen_on, on_first_address};
 use rselectors::{AnySelector, BackendKind, Events, Waker};
 use std::fmt;
@@ -157,6 +158,8 @@ pub struct Server<C> {
     /// out of the selector then, so that a full accept queue does not make
     /// every `select()` return at once.
     paused: Option<Instant>,
+    /// How many connections the listener's next event accepts.
+    accept_pace: AcceptPace,
     /// True from a failed accept until the next successful one: logs the
     /// trouble once, not every 100 ms.
     accept_failing: bool,
@@ -202,6 +205,7 @@ impl<C: Client> Server<C> {
             handles_signals,
             clients: 0,
             paused: None,
+            accept_pace: AcceptPace::default(),
             accept_failing: false,
             accept_warned_at: None,
             accept_warned: false,

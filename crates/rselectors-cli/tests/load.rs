@@ -1,4 +1,5 @@
-//! Running out of file descriptors, and a thousand clients at once.
+//! Running out of file descriptors, bursts of clients, and a thousand
+//! clients at once.
 
 mod common;
 
@@ -93,6 +94,26 @@ fn a_thousand_echo_clients_on_one_thread() {
     }
     for (i, peer) in peers.iter_mut().enumerate() {
         assert_eq!(peer.read_line(), format!("again {i}\n").as_bytes());
+    }
+}
+
+#[test]
+fn a_burst_of_clients_after_clients_one_at_a_time_all_get_in() {
+    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-q"]);
+    // One at a time, each gone before the next: the server accepts one
+    // connection per listener event then (no drain of the queue).
+    for i in 0..8 {
+        let mut peer = Peer::connect(server.addr);
+        peer.send(format!("single {i}\n").as_bytes());
+        assert_eq!(peer.read_line(), format!("single {i}\n").as_bytes());
+    }
+    // Then many at once, more than the one-per-event events could take.
+    let mut peers: Vec<Peer> = (0..200).map(|_| Peer::connect(server.addr)).collect();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.send(format!("burst {i}\n").as_bytes());
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        assert_eq!(peer.read_line(), format!("burst {i}\n").as_bytes());
     }
 }
 

@@ -1,6 +1,7 @@
 //! Listening and accepting: binding (with `SO_REUSEPORT` for
-//! `--threads`), accepting in batches without the peer's address unless
-//! it is wanted, and pausing when file descriptors run out.
+//! `--threads`), accepting in batches (or one at a time while connections
+//! come one at a time) without the peer's address unless it is wanted,
+//! and pausing when file descriptors run out.
 
 use super::{Client, Server, Source, Who};
 use crate::conn::Conn;
@@ -22,6 +23,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// does not starve the clients already connected.
 const ACCEPT_BATCH: usize = 64;
 
+/// Listener events that accept one connection each after a drain of the
+/// queue found at most one (see [`AcceptPace`]).
+const SINGLES_AFTER_SHORT_DRAIN: u8 = 3;
+
 /// While accepting flaps between failing and working (each close frees
 /// one descriptor, taken by the next connection), warn at most this often.
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
@@ -31,9 +36,9 @@ const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: i32 = 1024;
 
 impl<C: Client> Server<C> {
-    /// The listener is readable: accepts up to [`ACCEPT_BATCH`] waiting
-    /// connections, or pauses accepting if the OS refuses for a reason
-    /// that lasts.
+    /// The listener is readable: accepts the waiting connections (as many
+    /// as [`AcceptPace`] says), or pauses accepting if the OS refuses for a
+    /// reason that lasts.
     pub(super) fn accept_ready(&mut self) {
         if C::KEEPS_PEER || logging::enabled(Level::Info) {
             self.accept_batch::<true>();
@@ -47,7 +52,8 @@ impl<C: Client> Server<C> {
     /// address) has no `Option<SocketAddr>` to carry per connection.
     #[inline(always)]
     fn accept_batch<const WITH_PEER: bool>(&mut self) {
-        for _ in 0..ACCEPT_BATCH {
+        let limit = self.accept_pace.limit();
+        for tried in 0..limit {
             match accept_nonblocking(&self.listener, WITH_PEER) {
                 Ok((stream, peer)) => {
                     if self.accept_failing {
@@ -55,7 +61,12 @@ impl<C: Client> Server<C> {
                     }
                     self.add_client(stream, peer);
                 }
-                Err(Errno::AGAIN) => return,
+                Err(Errno::AGAIN) => {
+                    if limit > 1 {
+                        self.accept_pace.drained(tried);
+                    }
+                    return;
+                }
                 // The connection died in the queue, or (Linux) accept passed
                 // on a network error pending on it: go on with the next one.
                 Err(
@@ -169,6 +180,43 @@ impl<C: Client> Server<C> {
     }
 }
 
+/// How many connections the listener's next readiness event accepts.
+///
+/// Draining the queue ends with an `accept4` that fails with `EAGAIN`: one
+/// wasted system call per connection when connections come one at a time
+/// (short connections, one after another). So after a drain that found at
+/// most one, the next [`SINGLES_AFTER_SHORT_DRAIN`] events accept one
+/// connection each and stop there. Nothing waits longer for it: the
+/// listener is level-triggered, so a connection still queued makes the
+/// loop's next wait (which it makes anyway) report the listener again.
+/// Then a drain again, so that a burst is found within a few events and
+/// taken in batches of [`ACCEPT_BATCH`]. (nginx accepts one per event by
+/// default, `multi_accept off`, without the drains.)
+#[derive(Debug, Default)]
+pub(super) struct AcceptPace {
+    singles_left: u8,
+}
+
+impl AcceptPace {
+    /// The most connections to accept for this event.
+    fn limit(&mut self) -> usize {
+        if self.singles_left > 0 {
+            self.singles_left -= 1;
+            1
+        } else {
+            ACCEPT_BATCH
+        }
+    }
+
+    /// A drain (an event allowed more than one) emptied the queue after
+    /// `accepted` connections.
+    fn drained(&mut self, accepted: usize) {
+        if accepted <= 1 {
+            self.singles_left = SINGLES_AFTER_SHORT_DRAIN;
+        }
+    }
+}
+
 /// Accepts one connection, already non-blocking (`accept4` with
 /// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
 /// the flag take two), with the peer's address if `with_peer`.
@@ -238,4 +286,37 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
+
+    fn limits(pace: &mut AcceptPace, n: usize) -> Vec<usize> {
+        (0..n).map(|_| pace.limit()).collect()
+    }
+
+    #[test]
+    fn a_new_listener_drains_its_queue() {
+        assert_eq!(AcceptPace::default().limit(), ACCEPT_BATCH);
+    }
+
+    #[test]
+    fn after_a_drain_of_at_most_one_a_few_events_accept_one_then_drain_again() {
+        for accepted in [0, 1] {
+            let mut pace = AcceptPace::default();
+            pace.drained(accepted);
+            let singles = usize::from(SINGLES_AFTER_SHORT_DRAIN);
+            let mut expected = vec![1; singles];
+            expected.push(ACCEPT_BATCH);
+            assert_eq!(limits(&mut pace, singles + 1), expected);
+        }
+    }
+
+    #[test]
+    fn a_drain_that_found_several_keeps_draining() {
+        let mut pace = AcceptPace::default();
+        pace.drained(2);
+        assert_eq!(limits(&mut pace, 3), vec![ACCEPT_BATCH; 3]);
+    }
 }
