@@ -56,6 +56,8 @@ struct Cli {
 struct Common {
     /// Address to listen on (servers) or connect to (clients); IPv6 as
     /// [::1]:9999.
+    // The comment is clap's help text, shown as written: not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "127.0.0.1:9999")]
     addr: String,
     /// I/O multiplexing mechanism: default (the platform's best), epoll,
