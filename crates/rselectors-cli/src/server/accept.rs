@@ -53,7 +53,7 @@ impl<C: Client> Server<C> {
     #[inline(always)]
     fn accept_batch<const WITH_PEER: bool>(&mut self) {
         let limit = self.accept_pace.limit();
-        for tried in 0..limit {
+        for taken in 0..limit {
             match accept_nonblocking(&self.listener, WITH_PEER) {
                 Ok((stream, peer)) => {
                     if self.accept_failing {
@@ -62,9 +62,7 @@ impl<C: Client> Server<C> {
                     self.add_client(stream, peer);
                 }
                 Err(Errno::AGAIN) => {
-                    if limit > 1 {
-                        self.accept_pace.drained(tried);
-                    }
+                    self.accept_pace.emptied_after(taken);
                     return;
                 }
                 // The connection died in the queue, or (Linux) accept passed
@@ -208,10 +206,10 @@ impl AcceptPace {
         }
     }
 
-    /// A drain (an event allowed more than one) emptied the queue after
-    /// `accepted` connections.
-    fn drained(&mut self, accepted: usize) {
-        if accepted <= 1 {
+    /// The queue was found empty after `taken` connections came off it
+    /// in this event (in a drain, or at the one try of a single event).
+    fn emptied_after(&mut self, taken: usize) {
+        if taken <= 1 {
             self.singles_left = SINGLES_AFTER_SHORT_DRAIN;
         }
     }
@@ -303,9 +301,9 @@ mod tests {
 
     #[test]
     fn after_a_drain_of_at_most_one_a_few_events_accept_one_then_drain_again() {
-        for accepted in [0, 1] {
+        for taken in [0, 1] {
             let mut pace = AcceptPace::default();
-            pace.drained(accepted);
+            pace.emptied_after(taken);
             let singles = usize::from(SINGLES_AFTER_SHORT_DRAIN);
             let mut expected = vec![1; singles];
             expected.push(ACCEPT_BATCH);
@@ -316,7 +314,7 @@ mod tests {
     #[test]
     fn a_drain_that_found_several_keeps_draining() {
         let mut pace = AcceptPace::default();
-        pace.drained(2);
+        pace.emptied_after(2);
         assert_eq!(limits(&mut pace, 3), vec![ACCEPT_BATCH; 3]);
     }
 }
