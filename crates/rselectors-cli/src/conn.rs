@@ -9,7 +9,7 @@ use rustix::io::Errno;
 use rustix::net::SendFlags;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 /// How much one readiness event reads at most: large enough for bulk
@@ -55,24 +55,33 @@ struct Pending {
 }
 
 impl Conn {
-    /// Takes over `stream`, making it non-blocking.
+    /// Takes over `stream`, making it non-blocking and turning Nagle's
+    /// algorithm off.
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nonblocking(true)?;
-        Conn::accepted(stream)
+        set_nodelay(&stream)?;
+        Ok(Conn::wrap(stream))
     }
 
-    /// Takes over `stream`, which is non-blocking already (accepted with
-    /// `SOCK_NONBLOCK`).
+    /// Takes over `stream`, accepted with `SOCK_NONBLOCK` from a listener
+    /// made by [`crate::server::listen_on`], which has `TCP_NODELAY` set:
+    /// where accepted sockets inherit it ([`ACCEPT_INHERITS_NODELAY`]) this
+    /// makes no system call.
+    #[inline]
     pub fn accepted(stream: TcpStream) -> io::Result<Conn> {
-        // Replies are small and interactive; do not wait to coalesce them.
-        // (rustix: one direct system call, once per connection.)
-        rustix::net::sockopt::set_tcp_nodelay(&stream, true)?;
-        Ok(Conn {
+        if !ACCEPT_INHERITS_NODELAY {
+            set_nodelay(&stream)?;
+        }
+        Ok(Conn::wrap(stream))
+    }
+
+    fn wrap(stream: TcpStream) -> Conn {
+        Conn {
             stream,
             out: None,
             write_shut: false,
             read_done: false,
-        })
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -222,6 +231,12 @@ impl AsRawFd for Conn {
     }
 }
 
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 /// True for the errors a peer causes by going away (reset, broken pipe,
 /// abort): routine for a server, logged at debug level.
 pub fn is_disconnect(e: &io::Error) -> bool {
@@ -233,6 +248,20 @@ pub fn is_disconnect(e: &io::Error) -> bool {
             | io::ErrorKind::NotConnected
             | io::ErrorKind::TimedOut
     )
+}
+
+/// Whether a socket accepted from a listener starts with the listener's
+/// `TCP_NODELAY`: Linux copies the listening socket's options (its whole
+/// `tcp_sock`, Nagle's flag included) to each connection it accepts, so a
+/// server sets the option once on the listener instead of once per
+/// connection (a test checks it: `accepted_sockets_have_nodelay`).
+pub const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Replies are small and interactive: do not wait to coalesce them.
+/// (rustix: one direct system call.)
+pub fn set_nodelay(stream: &impl AsFd) -> io::Result<()> {
+    rustix::net::sockopt::set_tcp_nodelay(stream, true)?;
+    Ok(())
 }
 
 /// How long connecting to a server may take.

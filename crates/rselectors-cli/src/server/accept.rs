@@ -4,7 +4,7 @@
 //! and pausing when file descriptors run out.
 
 use super::{Client, Server, Source, Who};
-use crate::conn::Conn;
+use crate::conn::{set_nodelay, Conn};
 use crate::logging::{self, debug, info, warning, Level};
 use rselectors::Events;
 use rustix::io::Errno;
@@ -145,11 +145,11 @@ impl<C: Client> Server<C> {
     /// if the selector refuses it).
     #[inline(always)]
     fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
-        let who = Who(peer, stream.as_raw_fd());
+        let fd = stream.as_raw_fd();
         let conn = match Conn::accepted(stream) {
             Ok(conn) => conn,
             Err(e) => {
-                debug!("{who}: cannot set up the connection: {e}");
+                debug!("{}: cannot set up the connection: {e}", Who(peer, fd));
                 return;
             }
         };
@@ -157,11 +157,11 @@ impl<C: Client> Server<C> {
             .sel
             .register(Source::Client(C::new(conn, peer)), Events::READ, ())
         {
-            Ok(key) => {
+            Ok(_) => {
                 self.stats.served += 1;
                 self.clients += 1;
                 // `peer` is known whenever info lines are logged.
-                info!("connected {who} (fd {})", key.fd);
+                info!("connected {} (fd {fd})", Who(peer, fd));
             }
             // Dropping the refused connection closes it.
             Err(refused) => {
@@ -171,8 +171,7 @@ impl<C: Client> Server<C> {
                     Source::Client(client) if peer.is_none() => client.conn().peer_addr(),
                     _ => peer,
                 };
-                let who = Who(peer, who.1);
-                warning!("refusing {who}: {}", refused.error);
+                warning!("refusing {}: {}", Who(peer, fd), refused.error);
             }
         }
     }
@@ -271,7 +270,8 @@ pub fn on_first_address<T>(
     }))
 }
 
-/// A non-blocking socket listening on `addr` (see [`bind_listener`]).
+/// A non-blocking socket listening on `addr` (see [`bind_listener`]),
+/// with `TCP_NODELAY` for the connections it accepts.
 pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // A restarted server can bind while old connections sit in TIME_WAIT.
@@ -281,6 +281,9 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
         socket.set_reuse_port(true)?;
     }
     socket.bind(&addr.into())?;
+    // Inherited by the connections it accepts, where the OS does that
+    // (see `Conn::accepted`): one system call here instead of one each.
+    set_nodelay(&socket)?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -288,7 +291,37 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
 
 #[cfg(test)]
 mod tests {
-    use super::{AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
+    use super::{
+        accept_nonblocking, listen_on, AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN,
+    };
+    use crate::conn::Conn;
+    use rustix::io::Errno;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// `Conn::accepted` sets no option where the OS passes the listener's
+    /// `TCP_NODELAY` on: this fails if it does not.
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = listen_on(addr.parse().unwrap(), false) else {
+                continue; // no IPv6 on this machine
+            };
+            let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            // Bounded: the connection is queued by the time `connect`
+            // returns, or within moments of it.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let stream = loop {
+                match accept_nonblocking(&listener, false) {
+                    Ok((stream, _)) => break stream,
+                    Err(Errno::AGAIN) if Instant::now() < deadline => std::thread::yield_now(),
+                    Err(e) => panic!("accept: {e}"),
+                }
+            };
+            let conn = Conn::accepted(stream).unwrap();
+            assert!(rustix::net::sockopt::tcp_nodelay(&conn).unwrap(), "{addr}");
+        }
+    }
 
     fn limits(pace: &mut AcceptPace, n: usize) -> Vec<usize> {
         (0..n).map(|_| pace.limit()).collect()
