@@ -227,6 +227,8 @@ impl<C: Client> Server<C> {
 
     /// How long to wait for `deadline` or the retry of a paused accept,
     /// whichever comes first, after resuming accepting if it is due.
+    // Out of line: off the busy path (no timer, accepting).
+    #[inline(never)]
     fn timeout_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Duration>> {
         self.resume_accepting_if_due()?;
         let retry_at = self.paused;
@@ -288,6 +290,9 @@ impl<C: Client> Server<C> {
         }
     }
 
+    // Out of line, as the rest of this arm: rare next to client events.
+    #[cold]
+    #[inline(never)]
     fn take_signal(&mut self) {
         if self.handles_signals {
             if let Some(signal) = signals::take_received() {
@@ -349,16 +354,23 @@ impl<C: Client> Server<C> {
             None => self.remove_client(fd, done_reason),
             Some(events) => {
                 if let Err(e) = self.sel.modify_events(fd, events) {
-                    warning!("cannot change the events of fd {fd}: {e}");
-                    if let rselectors::Error::Os(_) = e {
-                        // The OS refused: the selector has dropped the key
-                        // (and with it closed the socket), as CPython does.
-                        self.client_gone();
-                    } else {
-                        self.close_client(fd, format_args!("selector refused it: {e}"));
-                    }
+                    self.modify_refused(fd, e);
                 }
             }
+        }
+    }
+
+    /// The selector refused to change `fd`'s events: the client goes.
+    #[cold]
+    #[inline(never)]
+    fn modify_refused(&mut self, fd: RawFd, e: rselectors::Error) {
+        warning!("cannot change the events of fd {fd}: {e}");
+        if let rselectors::Error::Os(_) = e {
+            // The OS refused: the selector has dropped the key (and with
+            // it closed the socket), as CPython does.
+            self.client_gone();
+        } else {
+            self.close_client(fd, format_args!("selector refused it: {e}"));
         }
     }
 
@@ -412,6 +424,8 @@ impl<C: Client> Server<C> {
 
     /// Closes the client at `fd` after an I/O error on it. A peer that
     /// resets or vanishes is routine (debug); anything else is a warning.
+    #[cold]
+    #[inline(never)]
     pub fn close_after_error(&mut self, fd: RawFd, error: io::Error) {
         if let Some(client) = self.client(fd) {
             let peer = Who(client.peer(), fd);

@@ -247,14 +247,30 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             Some(t) if !t.is_zero() => Instant::now().checked_add(t),
             _ => None,
         };
+        match self.select_once(timeout) {
+            Err(e) if e.is_interrupted() => self.select_after_interrupt(timeout, deadline),
+            other => other,
+        }
+    }
+
+    /// [`Selector::select`] after a wait was interrupted: waits again for
+    /// what remains until `deadline` (if `timeout` had one), until a wait
+    /// is not interrupted. Out of line, so a server's hot loop does not
+    /// carry a second copy of the wait.
+    #[cold]
+    #[inline(never)]
+    fn select_after_interrupt(
+        &mut self,
+        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Result<usize> {
         let mut wait = timeout;
         loop {
+            if let Some(deadline) = deadline {
+                wait = Some(deadline.saturating_duration_since(Instant::now()));
+            }
             match self.select_once(wait) {
-                Err(e) if e.is_interrupted() => {
-                    if let Some(deadline) = deadline {
-                        wait = Some(deadline.saturating_duration_since(Instant::now()));
-                    }
-                }
+                Err(e) if e.is_interrupted() => {}
                 other => return other,
             }
         }
@@ -263,6 +279,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// One wait, one system call: like [`Selector::select`] but returns
     /// `EINTR` (see [`Error::is_interrupted`]) instead of retrying, for
     /// callers that act on signals (Python runs its handlers then).
+    // Always inlined: a server's wait is this, a few checks around the
+    // system call; out of line its result went through memory.
+    #[inline(always)]
     pub fn select_once(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         self.cursor = 0;
@@ -282,6 +301,9 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// Keeps the ready entries of registrations older than `serial_limit`
     /// that are ready for one of their key's events, stamped with the
     /// registration's serial.
+    // Out of line: the backends that need it scan a table per wait anyway,
+    // and an epoll server's hot loop then does not carry it.
+    #[inline(never)]
     fn resolve_ready(&mut self, serial_limit: u64) -> usize {
         let table = &self.table;
         self.ready.entries.retain_mut(|r| match table.get(r.fd) {

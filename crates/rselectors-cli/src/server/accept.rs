@@ -6,7 +6,7 @@
 use super::{Client, Server, Source, Who};
 use crate::conn::{set_nodelay, Conn};
 use crate::logging::{self, debug, info, warning, Level};
-use rselectors::Events;
+use rselectors::{Events, Rejected};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use socket2::{Domain, SockRef, Socket, Type};
@@ -41,10 +41,18 @@ impl<C: Client> Server<C> {
     /// reason that lasts.
     pub(super) fn accept_ready(&mut self) {
         if C::KEEPS_PEER || logging::enabled(Level::Info) {
-            self.accept_batch::<true>();
+            self.accept_batch_with_peers();
         } else {
             self.accept_batch::<false>();
         }
+    }
+
+    /// The copy of the accept loop that asks for addresses, out of line:
+    /// inlined next to the busy copy, it spread the event loop's hot code
+    /// over more instruction-cache lines.
+    #[inline(never)]
+    fn accept_batch_with_peers(&mut self) {
+        self.accept_batch::<true>();
     }
 
     /// [`Server::accept_ready`], asking for the peer's address if
@@ -103,6 +111,8 @@ impl<C: Client> Server<C> {
     /// Accept failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...):
     /// stop watching the listener, keep serving the connections we have,
     /// and try again when one closes or after [`ACCEPT_RETRY`].
+    #[cold]
+    #[inline(never)]
     fn pause_accepting(&mut self, error: &io::Error) {
         let now = Instant::now();
         let warn_now = !self.accept_failing
@@ -163,18 +173,23 @@ impl<C: Client> Server<C> {
                 // `peer` is known whenever info lines are logged.
                 info!("connected {} (fd {fd})", Who(peer, fd));
             }
-            // Dropping the refused connection closes it.
-            Err(refused) => {
-                // Accepted without the address (the busy path): ask now,
-                // on this rare one, so the warning names the peer.
-                let peer = match &refused.fileobj {
-                    Source::Client(client) if peer.is_none() => client.conn().peer_addr(),
-                    _ => peer,
-                };
-                warning!("refusing {}: {}", Who(peer, fd), refused.error);
-            }
+            Err(refused) => refuse(refused, peer),
         }
     }
+}
+
+/// Logs a connection the selector refused; dropping it closes it.
+#[cold]
+#[inline(never)]
+fn refuse<C: Client>(refused: Rejected<Source<C>, ()>, peer: Option<SocketAddr>) {
+    let fd = refused.fileobj.as_raw_fd();
+    // Accepted without the address (the busy path): ask now, on this rare
+    // one, so the warning names the peer.
+    let peer = match &refused.fileobj {
+        Source::Client(client) if peer.is_none() => client.conn().peer_addr(),
+        _ => peer,
+    };
+    warning!("refusing {}: {}", Who(peer, fd), refused.error);
 }
 
 /// How many connections the listener's next readiness event accepts.
