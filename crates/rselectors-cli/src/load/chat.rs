@@ -203,7 +203,7 @@ impl ChatLoad {
     /// Connects the sender and the listeners.
     fn connect_all(&mut self, addr: SocketAddr) -> io::Result<()> {
         for index in 0..self.receivers.len() {
-            let registered = start_connect(addr).and_then(|stream| {
+            let registered = start_connect(addr, None).and_then(|stream| {
                 let key = self.sel.register(stream, Events::WRITE, index)?;
                 Ok(key.fd)
             });

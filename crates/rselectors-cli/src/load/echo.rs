@@ -5,8 +5,8 @@
 //! difference in what comes back.
 
 use super::{
-    connect_result, start_connect, wait_time, Mode, Progress, Settings, Summary, Tally,
-    CONNECT_TIMEOUT, READ_CHUNK,
+    churn_source, connect_result, start_connect, wait_time, Mode, Progress, Settings, Summary,
+    Tally, CONNECT_TIMEOUT, READ_CHUNK,
 };
 use rselectors::{AnySelector, Events};
 use std::collections::VecDeque;
@@ -250,6 +250,8 @@ struct EchoLoad {
     live: usize,
     /// Churn slots to connect again, and when.
     retry: Vec<(usize, Instant)>,
+    /// Connections opened so far (which source address the next one uses).
+    opened: usize,
 }
 
 impl EchoLoad {
@@ -258,7 +260,12 @@ impl EchoLoad {
         let now = Instant::now();
         let flow = &mut self.flows[slot];
         *flow = Flow::new(flow.salt, now);
-        let registered = start_connect(self.addr)
+        let source = match self.work.mode {
+            Mode::Churn => churn_source(self.addr, self.opened),
+            _ => None,
+        };
+        self.opened += 1;
+        let registered = start_connect(self.addr, source)
             .map_err(|e| e.to_string())
             .and_then(|s| match self.sel.register(s, Events::WRITE, slot) {
                 Ok(key) => Ok(key.fd),
@@ -431,6 +438,7 @@ pub fn run(settings: &Settings) -> io::Result<u64> {
         },
         live: 0,
         retry: Vec::new(),
+        opened: 0,
     };
     if settings.mode != Mode::Churn {
         load.connect_all()?;
