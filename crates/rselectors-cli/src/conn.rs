@@ -64,9 +64,9 @@ impl Conn {
     }
 
     /// Takes over `stream`, accepted with `SOCK_NONBLOCK` from a listener
-    /// made by [`crate::server::listen_on`], which has `TCP_NODELAY` set:
-    /// where accepted sockets inherit it ([`ACCEPT_INHERITS_NODELAY`]) this
-    /// makes no system call.
+    /// that has `TCP_NODELAY` set (every [`crate::server::Server`]'s, see
+    /// `Server::on_listener`): where accepted sockets inherit it
+    /// ([`ACCEPT_INHERITS_NODELAY`]) this makes no system call.
     #[inline]
     pub fn accepted(stream: TcpStream) -> io::Result<Conn> {
         if !ACCEPT_INHERITS_NODELAY {

@@ -3,7 +3,7 @@
 //! `selectors` built on the Rust core (`crates/rselectors`).
 //!
 //! The package `rselectors` (`python/rselectors/__init__.py`) subclasses
-//! [`selector::PySelector`] (Python name `_Selector`) once per backend and
+//! `selector::PySelector` (Python name `_Selector`) once per backend and
 //! adds what is cheap in Python and rarely called (`get_map()`'s mapping,
 //! `close()`'s bookkeeping). Everything on a hot path — `register`,
 //! `unregister`, `modify`, `select`, `get_key` — is one call into this

@@ -264,11 +264,10 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         timeout: Option<Duration>,
         deadline: Option<Instant>,
     ) -> Result<usize> {
-        let mut wait = timeout;
         loop {
-            if let Some(deadline) = deadline {
-                wait = Some(deadline.saturating_duration_since(Instant::now()));
-            }
+            let wait = deadline.map_or(timeout, |d| {
+                Some(d.saturating_duration_since(Instant::now()))
+            });
             match self.select_once(wait) {
                 Err(e) if e.is_interrupted() => {}
                 other => return other,

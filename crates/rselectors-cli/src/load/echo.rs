@@ -250,8 +250,9 @@ struct EchoLoad {
     live: usize,
     /// Churn slots to connect again, and when.
     retry: Vec<(usize, Instant)>,
-    /// Connections opened so far (which source address the next one uses).
-    opened: usize,
+    /// Churn connects started so far (which source address the next one
+    /// uses).
+    churn_connects: usize,
 }
 
 impl EchoLoad {
@@ -261,10 +262,12 @@ impl EchoLoad {
         let flow = &mut self.flows[slot];
         *flow = Flow::new(flow.salt, now);
         let source = match self.work.mode {
-            Mode::Churn => churn_source(self.addr, self.opened),
+            Mode::Churn => {
+                self.churn_connects += 1;
+                churn_source(self.addr, self.churn_connects - 1)
+            }
             _ => None,
         };
-        self.opened += 1;
         let registered = start_connect(self.addr, source)
             .map_err(|e| e.to_string())
             .and_then(|s| match self.sel.register(s, Events::WRITE, slot) {
@@ -438,7 +441,7 @@ pub fn run(settings: &Settings) -> io::Result<u64> {
         },
         live: 0,
         retry: Vec::new(),
-        opened: 0,
+        churn_connects: 0,
     };
     if settings.mode != Mode::Churn {
         load.connect_all()?;

@@ -53,7 +53,7 @@ pub enum Mode {
     /// Keep --pipeline messages in flight.
     Stream,
     /// Connect, send --pipeline messages, read their echo, close, repeat
-    /// (to a server on IPv4 loopback, from 127.0.0.1-16 in turn).
+    /// (to a server on IPv4 loopback, from 127.0.0.1-250 in turn).
     Churn,
 }
 
@@ -150,21 +150,23 @@ fn resolve(addr: &str) -> io::Result<SocketAddr> {
 
 /// How many loopback source addresses churn connects from, in turn (see
 /// [`churn_source`]).
-const CHURN_SOURCES: usize = 16;
+const CHURN_SOURCES: usize = 250;
 
 /// The address churn's `n`th connection to `server` binds to before it
-/// connects, if any: 127.0.0.1 to 127.0.0.16 in turn when the server is on
-/// IPv4 loopback (the whole 127.0.0.0/8 is local).
+/// connects, if any: 127.0.0.1 to 127.0.0.250 in turn when the server is
+/// on IPv4 loopback (the whole 127.0.0.0/8 is local).
 ///
 /// Why: the side that closes first, here the load generator, keeps each
-/// closed connection in TIME_WAIT, holding its source address and port. On
-/// loopback Linux lets `connect` reuse such a port after a second
-/// (`tcp_tw_reuse`), so from one source address it finds a port only by
-/// scanning past the younger ones, and the scan grows until connections
-/// per second match the ports it may use: about 14,000 per second on this
-/// machine whatever the server, with the load generator's core spent in
-/// `connect`. Spread over 16 source addresses, the ports are 16 times as
-/// many, and churn measures the server again.
+/// closed connection in TIME_WAIT for a minute, holding its source address
+/// and port. From one source address, `connect` then finds a port only by
+/// scanning past them (on loopback Linux lets it reuse one after a second,
+/// `tcp_tw_reuse`), and the scan grows until connections per second match
+/// the ports it may take: about 14,000 per second on the reference machine
+/// whatever the server, the load generator's core spent in `connect`.
+/// Bound to an address first, a connection takes its port in `bind`, where
+/// only TIME_WAIT on the same address and port is in the way: 250
+/// addresses of ~28,000 ports each, held a minute, leave room for over
+/// 100,000 connections per second.
 fn churn_source(server: SocketAddr, n: usize) -> Option<SocketAddr> {
     match server {
         SocketAddr::V4(v4) if v4.ip().is_loopback() => {
@@ -355,14 +357,14 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn churn_on_ipv4_loopback_connects_from_sixteen_addresses_in_turn() {
+    fn churn_on_ipv4_loopback_connects_from_many_addresses_in_turn() {
         let server: SocketAddr = "127.0.0.1:9999".parse().unwrap();
         let sources: Vec<_> = (0..CHURN_SOURCES + 1)
             .map(|n| churn_source(server, n).unwrap())
             .collect();
         assert_eq!(sources[0], "127.0.0.1:0".parse().unwrap());
-        assert_eq!(sources[15], "127.0.0.16:0".parse().unwrap());
-        assert_eq!(sources[16], sources[0]);
+        assert_eq!(sources[249], "127.0.0.250:0".parse().unwrap());
+        assert_eq!(sources[250], sources[0]);
         for elsewhere in ["[::1]:9999", "192.0.2.1:9999"] {
             assert_eq!(churn_source(elsewhere.parse().unwrap(), 0), None);
         }

@@ -4,7 +4,7 @@
 //! and pausing when file descriptors run out.
 
 use super::{Client, Server, Source, Who};
-use crate::conn::{set_nodelay, Conn};
+use crate::conn::Conn;
 use crate::logging::{self, debug, info, warning, Level};
 use rselectors::{Events, Rejected};
 use rustix::io::Errno;
@@ -285,8 +285,7 @@ pub fn on_first_address<T>(
     }))
 }
 
-/// A non-blocking socket listening on `addr` (see [`bind_listener`]),
-/// with `TCP_NODELAY` for the connections it accepts.
+/// A non-blocking socket listening on `addr` (see [`bind_listener`]).
 pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // A restarted server can bind while old connections sit in TIME_WAIT.
@@ -296,9 +295,6 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
         socket.set_reuse_port(true)?;
     }
     socket.bind(&addr.into())?;
-    // Inherited by the connections it accepts, where the OS does that
-    // (see `Conn::accepted`): one system call here instead of one each.
-    set_nodelay(&socket)?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -309,19 +305,24 @@ mod tests {
     use super::{
         accept_nonblocking, listen_on, AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN,
     };
-    use crate::conn::Conn;
+    use crate::conn::{set_nodelay, Conn};
     use rustix::io::Errno;
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
     /// `Conn::accepted` sets no option where the OS passes the listener's
-    /// `TCP_NODELAY` on: this fails if it does not.
+    /// `TCP_NODELAY` on (`Server::on_listener` sets it there): this fails
+    /// if it does not.
     #[test]
     fn accepted_sockets_have_nodelay() {
         for addr in ["127.0.0.1:0", "[::1]:0"] {
-            let Ok(listener) = listen_on(addr.parse().unwrap(), false) else {
-                continue; // no IPv6 on this machine
+            let listener = match listen_on(addr.parse().unwrap(), false) {
+                Ok(listener) => listener,
+                Err(_) if addr.starts_with('[') => continue, // no IPv6 here
+                Err(e) => panic!("{addr}: {e}"),
             };
+            // What `Server::on_listener` does.
+            set_nodelay(&listener).unwrap();
             let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             // Bounded: the connection is queued by the time `connect`
             // returns, or within moments of it.

@@ -20,7 +20,7 @@ pub struct EpollBackend {
     /// from the selector itself, not from the `Arc`'s allocation: one
     /// dependent load less per call, a cache miss after the kernel's work
     /// on a busy connection has evicted that line.
-    fd: RawFd,
+    epfd_raw: RawFd,
 }
 
 /// A detached `epoll_wait` ([`Backend::detach`]).
@@ -47,8 +47,9 @@ fn wait_into(epfd: RawFd, ready: &mut ReadyList, timeout: Option<Duration>) -> i
     // alignment of `epoll_event` (the assertions next to it), any bytes are
     // valid for its integer fields (its padding, which the kernel leaves
     // alone, is `MaybeUninit`), and the buffer has room for `max` (>= 1) of
-    // them; the kernel writes at most `max`. `epfd` is open (the caller
-    // holds it).
+    // them; the kernel writes at most `max`, and nothing if `epfd` is not
+    // an open epoll descriptor (EBADF, EINVAL); the callers pass the one
+    // they hold.
     let n = cvt(unsafe {
         libc::epoll_wait(
             epfd,
@@ -73,12 +74,12 @@ impl EpollBackend {
             events: interest(events),
             u64: fd as u32 as u64 | (tag as u64) << 32,
         };
-        // SAFETY: `self.fd` is the number of `epfd`, an open epoll
-        // descriptor owned by `self` (the kernel checks the target `fd`), and
+        // SAFETY: `epfd_raw` is the number of `epfd`, an open epoll
+        // descriptor owned by `self`, and
         // `event` is a valid epoll_event that outlives the call (the kernel
         // copies it; for EPOLL_CTL_DEL it is ignored but must be non-null on
         // kernels before 2.6.9).
-        cvt(unsafe { libc::epoll_ctl(self.fd, op, fd, &mut event) })?;
+        cvt(unsafe { libc::epoll_ctl(self.epfd_raw, op, fd, &mut event) })?;
         Ok(())
     }
 }
@@ -92,7 +93,7 @@ impl Backend for EpollBackend {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: see above: `fd` is open and owned by no one else.
         let epfd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(EpollBackend { epfd, fd })
+        Ok(EpollBackend { epfd, epfd_raw: fd })
     }
 
     fn name(&self) -> &'static str {
@@ -126,11 +127,11 @@ impl Backend for EpollBackend {
 
     #[inline]
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        wait_into(self.fd, ready, timeout)
+        wait_into(self.epfd_raw, ready, timeout)
     }
 
     fn fileno(&self) -> Option<RawFd> {
-        Some(self.fd)
+        Some(self.epfd_raw)
     }
 
     fn detach(&mut self) -> EpollWaiter {

@@ -65,7 +65,7 @@ pub trait Backend {
     /// `poll(2)`-style bits as they came back.
     ///
     /// The selector turns them into [`Events`] when the event is taken
-    /// (see [`readiness`]) and masks with the key. It gives `ready` room for
+    /// (see `readiness`) and masks with the key. It gives `ready` room for
     /// one entry per registration, so pushing never allocates.
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
 
