@@ -24,6 +24,8 @@ mod loops;
 mod server;
 mod signals;
 mod stdin;
+#[cfg(test)]
+mod test_support;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 use rselectors::BackendKind;

@@ -352,9 +352,8 @@ impl Summary<'_> {
 #[cfg(test)]
 mod tests {
     use super::{churn_source, start_connect, CHURN_SOURCES};
-    use std::io;
+    use crate::test_support::accept_within_seconds;
     use std::net::{SocketAddr, TcpListener};
-    use std::time::{Duration, Instant};
 
     #[test]
     fn churn_on_ipv4_loopback_connects_from_many_addresses_in_turn() {
@@ -376,19 +375,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap();
         let source = churn_source(server, 6).unwrap();
+        // The connect completes in the background.
         let _client = start_connect(server, Some(source)).unwrap();
-        // The connect completes in the background: wait for it, bounded.
-        listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let peer = loop {
-            match listener.accept() {
-                Ok((_accepted, peer)) => break peer,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                    std::thread::yield_now()
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        };
+        let (_accepted, peer) = accept_within_seconds(&listener);
         assert_eq!(peer.ip(), source.ip());
     }
 }

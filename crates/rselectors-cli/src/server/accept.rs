@@ -302,13 +302,10 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        accept_nonblocking, listen_on, AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN,
-    };
+    use super::{listen_on, AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
     use crate::conn::{set_nodelay, Conn};
-    use rustix::io::Errno;
+    use crate::test_support::accept_within_seconds;
     use std::net::TcpStream;
-    use std::time::{Duration, Instant};
 
     /// `Conn::accepted` sets no option where the OS passes the listener's
     /// `TCP_NODELAY` on (`Server::on_listener` sets it there): this fails
@@ -324,16 +321,7 @@ mod tests {
             // What `Server::on_listener` does.
             set_nodelay(&listener).unwrap();
             let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            // Bounded: the connection is queued by the time `connect`
-            // returns, or within moments of it.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let stream = loop {
-                match accept_nonblocking(&listener, false) {
-                    Ok((stream, _)) => break stream,
-                    Err(Errno::AGAIN) if Instant::now() < deadline => std::thread::yield_now(),
-                    Err(e) => panic!("accept: {e}"),
-                }
-            };
+            let (stream, _) = accept_within_seconds(&listener);
             let conn = Conn::accepted(stream).unwrap();
             assert!(rustix::net::sockopt::tcp_nodelay(&conn).unwrap(), "{addr}");
         }
