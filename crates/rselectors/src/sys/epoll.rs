@@ -40,7 +40,8 @@ fn interest(events: Events) -> u32 {
 #[inline]
 fn wait_into(epfd: RawFd, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
     let entries = &mut ready.entries;
-    entries.clear();
+    // Empty already (the front clears it, see `Backend::wait`); with
+    // nothing registered it may have no room, and the kernel needs one.
     grow_cleared(entries, 1);
     let max = entries.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
     // SAFETY: `Ready` has the size, field offsets and (at least) the

@@ -61,8 +61,8 @@ pub trait Backend {
     }
 
     /// Waits up to `timeout` (`None`: forever) with one system call, and
-    /// pushes each ready descriptor once onto `ready`, with the kernel's
-    /// `poll(2)`-style bits as they came back.
+    /// pushes each ready descriptor once onto `ready` (which comes empty),
+    /// with the kernel's `poll(2)`-style bits as they came back.
     ///
     /// The selector turns them into [`Events`] when the event is taken
     /// (see `readiness`) and masks with the key. It gives `ready` room for
