@@ -41,8 +41,9 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// Prints one log line. A failing stderr is ignored: logging must never
-/// take the program down (`eprintln!` would panic on `EPIPE`).
+/// Prints one log line; the macros below call it once they have found
+/// `level` enabled. A failing stderr is ignored: logging must never take
+/// the program down (`eprintln!` would panic on `EPIPE`).
 ///
 /// The line is formatted first and written with one `write(2)`: stderr is
 /// unbuffered, so `writeln!` straight to it costs a system call per
@@ -54,10 +55,8 @@ pub fn enabled(level: Level) -> bool {
 #[cold]
 #[inline(never)]
 pub fn log(level: Level, args: fmt::Arguments<'_>) {
-    if enabled(level) {
-        let line = format!("[{}] {args}\n", level.label());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
+    let line = format!("[{}] {args}\n", level.label());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Logs at `level`, `format!`-style. The level is checked first, inline,

@@ -76,10 +76,9 @@ impl EpollBackend {
             u64: fd as u32 as u64 | (tag as u64) << 32,
         };
         // SAFETY: `epfd_raw` is the number of `epfd`, an open epoll
-        // descriptor owned by `self`, and
-        // `event` is a valid epoll_event that outlives the call (the kernel
-        // copies it; for EPOLL_CTL_DEL it is ignored but must be non-null on
-        // kernels before 2.6.9).
+        // descriptor owned by `self`, and `event` is a valid epoll_event
+        // that outlives the call (the kernel copies it; for EPOLL_CTL_DEL it
+        // is ignored but must be non-null on kernels before 2.6.9).
         cvt(unsafe { libc::epoll_ctl(self.epfd_raw, op, fd, &mut event) })?;
         Ok(())
     }
