@@ -20,6 +20,7 @@
 //! wake-up per loop per round), and each of them appends it to its own
 //! clients' output. Loop 0 has the console and the signals.
 
+use crate::budget;
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::lines::LineBuffer;
 use crate::logging::{debug, info, say, warning};
@@ -63,6 +64,8 @@ pub struct ChatClient {
     /// discarded, and the connection is closed at end of input or at this
     /// instant, whichever comes first.
     closing_deadline: Option<Instant>,
+    /// Lines it sent wait for memory (see [`ChatServer::take_lines`]).
+    held_back: bool,
 }
 
 impl Client for ChatClient {
@@ -77,6 +80,7 @@ impl Client for ChatClient {
             traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,
+            held_back: false,
         }
     }
     fn conn(&self) -> &Conn {
@@ -91,6 +95,9 @@ impl Client for ChatClient {
     fn traffic(&self) -> (u64, u64) {
         self.traffic
     }
+    fn held(&self) -> usize {
+        self.conn.held() + self.lines.held()
+    }
 }
 
 impl ChatClient {
@@ -103,15 +110,24 @@ impl ChatClient {
         Ok(received)
     }
 
-    /// [`Conn::send`], counted.
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.traffic.1 += self.conn.send(bytes)? as u64;
+    /// [`Conn::send`], counted; what it sends is activity at idle tick
+    /// `tick`.
+    fn send(&mut self, bytes: &[u8], tick: u16) -> io::Result<()> {
+        let written = self.conn.send(bytes)?;
+        self.traffic.1 += written as u64;
+        if written > 0 {
+            self.conn.touch(tick);
+        }
         Ok(())
     }
 
-    /// [`Conn::flush`], counted.
-    fn flush(&mut self) -> io::Result<()> {
-        self.traffic.1 += self.conn.flush()? as u64;
+    /// [`Conn::flush`], counted, like [`ChatClient::send`].
+    fn flush(&mut self, tick: u16) -> io::Result<()> {
+        let written = self.conn.flush()?;
+        self.traffic.1 += written as u64;
+        if written > 0 {
+            self.conn.touch(tick);
+        }
         Ok(())
     }
 }
@@ -144,6 +160,8 @@ struct ChatServer<'a> {
     fds: Vec<RawFd>,
     /// Clients closing after an error line, with their deadlines.
     lingering: Vec<(RawFd, Instant)>,
+    /// Clients whose lines wait for memory, most recent last.
+    held_back: Vec<RawFd>,
 }
 
 /// Runs the chat server with `threads` event loops until SIGINT, SIGTERM
@@ -206,6 +224,7 @@ impl<'a> ChatServer<'a> {
             message: Vec::new(),
             fds: Vec::new(),
             lingering: Vec::new(),
+            held_back: Vec::new(),
         }
     }
 
@@ -222,6 +241,8 @@ impl<'a> ChatServer<'a> {
             }
             self.close_expired_lingering();
             self.end_round();
+            self.server.end_round();
+            self.resume_held_back();
         }
         Ok(())
     }
@@ -375,10 +396,11 @@ impl<'a> ChatServer<'a> {
     }
 
     fn client_writable(&mut self, fd: RawFd) {
+        let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
-        if let Err(e) = client.flush() {
+        if let Err(e) = client.flush(tick) {
             return self.server.close_after_error(fd, e);
         }
         if client.closing_deadline.is_some() && client.conn.pending() == 0 {
@@ -393,6 +415,9 @@ impl<'a> ChatServer<'a> {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
+        if client.held_back {
+            return; // Its lines wait for memory (see `take_lines`).
+        }
         let n = match client.receive(&mut self.scratch) {
             Ok(Received::Data(n)) => n,
             Ok(Received::WouldBlock) => return,
@@ -409,9 +434,24 @@ impl<'a> ChatServer<'a> {
             return; // Draining what it still sends, until it closes.
         }
         client.lines.push(&self.scratch[..n]);
+        self.take_lines(fd);
+    }
+
+    /// Broadcasts the whole lines `fd` has sent. If that takes the memory
+    /// budget over its limit even after cutting off whom it can, the rest
+    /// waits, and the client is not read, until memory is free again
+    /// ([`ChatServer::resume_held_back`]): one read can hold many lines,
+    /// and each line is copied to every client.
+    fn take_lines(&mut self, fd: RawFd) {
+        let tick = self.server.tick();
+        let Some(client) = self.server.client_mut(fd) else {
+            return;
+        };
+        client.held_back = false;
         let peer = client.peer;
         let mut lines = mem::take(&mut client.lines);
         let mut leaving = None;
+        let mut held_back = false;
         let result = lines.for_each_line(|line| {
             let said = line.trim_ascii();
             if said.is_empty() || said == b"quit" {
@@ -423,8 +463,18 @@ impl<'a> ChatServer<'a> {
                 return ControlFlow::Break(());
             }
             self.broadcast(peer, line);
-            match self.server.client(fd) {
-                Some(_) => ControlFlow::Continue(()),
+            if budget::exceeded() {
+                self.server.end_round();
+                held_back = budget::exceeded();
+            }
+            match self.server.client_mut(fd) {
+                Some(client) => {
+                    client.conn.touch(tick); // a whole line: activity
+                    if held_back {
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
+                }
                 None => ControlFlow::Break(()), // cut off during the broadcast
             }
         });
@@ -434,6 +484,23 @@ impl<'a> ChatServer<'a> {
             self.reject_long_line(fd);
         } else if let Some(client) = self.server.client_mut(fd) {
             client.lines = lines;
+            if held_back {
+                client.held_back = true;
+                self.held_back.push(fd);
+            }
+        }
+    }
+
+    /// Once memory is under the budget again, goes on with the lines of
+    /// the clients held back.
+    fn resume_held_back(&mut self) {
+        while !budget::exceeded() {
+            let Some(fd) = self.held_back.pop() else {
+                return;
+            };
+            if self.server.client(fd).is_some_and(|c| c.held_back) {
+                self.take_lines(fd);
+            }
         }
     }
 
@@ -466,13 +533,14 @@ impl<'a> ChatServer<'a> {
     /// Queues `message` for `fd`, cutting the client off if its backlog
     /// passes the limit.
     fn deliver(&mut self, fd: RawFd, message: &[u8]) {
+        let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
         if client.closing_deadline.is_some() {
             return;
         }
-        if let Err(e) = client.send(message) {
+        if let Err(e) = client.send(message, tick) {
             return self.server.close_after_error(fd, e);
         }
         let backlog = client.conn.pending();
@@ -491,8 +559,9 @@ impl<'a> ChatServer<'a> {
     /// Closes a client that asked to leave, after one last attempt to send
     /// what it has not received yet.
     fn leave(&mut self, fd: RawFd, reason: &str) {
+        let tick = self.server.tick();
         if let Some(client) = self.server.client_mut(fd) {
-            let _ = client.flush();
+            let _ = client.flush(tick);
         }
         self.server.close_client(fd, reason);
     }
@@ -501,6 +570,7 @@ impl<'a> ChatServer<'a> {
     /// the error line, then FIN, then close at its end of input or after
     /// [`LINGER`].
     fn reject_long_line(&mut self, fd: RawFd) {
+        let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
@@ -511,7 +581,7 @@ impl<'a> ChatServer<'a> {
         client.lines.clear();
         let deadline = Instant::now() + LINGER;
         client.closing_deadline = Some(deadline);
-        if let Err(e) = client.send(LINE_TOO_LONG) {
+        if let Err(e) = client.send(LINE_TOO_LONG, tick) {
             return self.server.close_after_error(fd, e);
         }
         if client.conn.pending() == 0 {

@@ -4,6 +4,7 @@
 //! does not take now waits in the buffer, and the owner asks the selector
 //! for WRITE (see [`Conn::interest`]) until it is gone.
 
+use crate::budget::Held;
 use rselectors::Events;
 use rustix::io::Errno;
 use rustix::net::SendFlags;
@@ -45,13 +46,21 @@ pub struct Conn {
     write_shut: bool,
     /// The peer sent end of stream (a read returned 0).
     read_done: bool,
+    /// The server's idle tick when the connection last did something
+    /// (see `crate::server::idle`).
+    active_at: u16,
 }
 
 /// Queued output: `buf[start..]` is not written yet.
 #[derive(Debug, Default)]
 struct Pending {
-    buf: Vec<u8>,
+    /// Charged to the memory budget.
+    buf: Held,
     start: usize,
+    /// Writes that sent something since the buffer was created.
+    progress: u32,
+    /// `progress` when the server last looked (see [`Conn::stalled`]).
+    seen: u32,
 }
 
 impl Conn {
@@ -81,6 +90,7 @@ impl Conn {
             out: None,
             write_shut: false,
             read_done: false,
+            active_at: 0,
         }
     }
 
@@ -88,6 +98,36 @@ impl Conn {
     #[inline]
     pub fn pending(&self) -> usize {
         self.out.as_ref().map_or(0, |p| p.buf.len() - p.start)
+    }
+
+    /// Bytes held for the connection's output (the buffer's capacity),
+    /// as charged to the memory budget.
+    pub fn held(&self) -> usize {
+        self.out.as_ref().map_or(0, |p| p.buf.capacity())
+    }
+
+    /// Records that the connection did something at idle tick `tick`.
+    #[inline]
+    pub fn touch(&mut self, tick: u16) {
+        self.active_at = tick;
+    }
+
+    /// The idle tick of the connection's last activity.
+    pub fn active_at(&self) -> u16 {
+        self.active_at
+    }
+
+    /// True when output is queued and none of it has been written since
+    /// the last call, or since it began to queue: the peer is not reading
+    /// (or not yet). A server asks this of each client at intervals, to
+    /// find whom to cut off when memory runs short.
+    pub fn stalled(&mut self) -> bool {
+        let Some(pending) = &mut self.out else {
+            return false;
+        };
+        let stalled = pending.seen == pending.progress;
+        pending.seen = pending.progress;
+        stalled
     }
 
     /// The peer's address, if the OS still knows it.
@@ -160,14 +200,18 @@ impl Conn {
         let Some(pending) = &mut self.out else {
             return Ok(0);
         };
-        let written = write_nonblocking(&mut self.stream, &pending.buf[pending.start..])?;
+        let written =
+            write_nonblocking(&mut self.stream, &pending.buf.as_slice()[pending.start..])?;
         pending.start += written;
+        if written > 0 {
+            pending.progress = pending.progress.wrapping_add(1);
+        }
         if pending.start == pending.buf.len() {
             self.out = None;
         } else if pending.start >= COMPACT_AFTER && pending.start * 2 >= pending.buf.len() {
             // Most of the buffer is written: move the rest to the front, so
             // a peer that keeps reading slowly does not make it grow forever.
-            pending.buf.drain(..pending.start);
+            pending.buf.consume(pending.start);
             pending.start = 0;
         }
         Ok(written)

@@ -18,8 +18,9 @@ use rselectors::{BackendKind, Events};
 use std::io;
 use std::net::SocketAddr;
 
-/// Reading from a peer pauses while this much of its echo is unsent.
-const HIGH_WATER: usize = 1024 * 1024;
+/// Reading from a peer pauses while this much of its echo is unsent (or
+/// while any is, when the memory budget is tight).
+const HIGH_WATER: usize = 256 * 1024;
 
 /// An echo connection.
 ///
@@ -44,7 +45,8 @@ impl Client for EchoClient {
 
 impl EchoClient {
     fn wants_read(&self) -> bool {
-        !self.conn.read_done() && self.conn.pending() < HIGH_WATER
+        let pending = self.conn.pending();
+        !self.conn.read_done() && pending < HIGH_WATER && Server::<EchoClient>::may_read(pending)
     }
 }
 
@@ -86,8 +88,17 @@ fn event_loop(
     let mut scratch = vec![0; READ_CHUNK];
     while !server.is_stopping() {
         server.wait(None)?;
+        let tick = server.tick();
         let mut on_client = |client: &mut EchoClient, registered, ready, stats: &mut Stats| {
-            Some(serve(client, registered, ready, &mut scratch, upper, stats))
+            Some(serve(
+                client,
+                registered,
+                ready,
+                &mut scratch,
+                upper,
+                tick,
+                stats,
+            ))
         };
         // Client events are handled inside dispatch; only these come out.
         while let Some(event) = server.dispatch(&mut on_client) {
@@ -97,13 +108,14 @@ fn event_loop(
                 }
             }
         }
+        server.end_round();
     }
     Ok(())
 }
 
 /// Handles `ready` for a client registered for `registered`: at most one
 /// write of queued bytes, then at most one read and one write of its echo
-/// (upper-cased if `upper`).
+/// (upper-cased if `upper`). Activity is stamped with idle tick `tick`.
 #[inline]
 fn serve(
     client: &mut EchoClient,
@@ -111,21 +123,28 @@ fn serve(
     ready: Events,
     scratch: &mut [u8],
     upper: bool,
+    tick: u16,
     stats: &mut Stats,
 ) -> Step {
     if ready.contains(Events::WRITE) {
         match client.conn.flush() {
-            Ok(written) => stats.bytes_out += written as u64,
+            Ok(written) => {
+                stats.bytes_out += written as u64;
+                if written > 0 {
+                    client.conn.touch(tick);
+                }
+            }
             Err(e) => return Step::Failed(e),
         }
     }
     // `ready` is masked with `registered`, which is always what
-    // `interest` last asked for: READ in it means the client wants to read.
-    debug_assert!(!ready.contains(Events::READ) || client.wants_read());
-    if ready.contains(Events::READ) {
+    // `interest` last asked for: READ in it means the client wanted to
+    // read then. Since then, only the memory budget can have changed that.
+    if ready.contains(Events::READ) && Server::<EchoClient>::may_read(client.conn.pending()) {
         match client.conn.receive(scratch) {
             Ok(Received::Data(n)) => {
                 stats.bytes_in += n as u64;
+                client.conn.touch(tick);
                 let reply = &mut scratch[..n];
                 if upper {
                     // Python's bytes.upper(): ASCII letters only, so any

@@ -1,5 +1,6 @@
 //! Splitting a byte stream into lines, with a cap on line length.
 
+use crate::budget::Held;
 use std::ops::ControlFlow;
 
 /// A line was longer than the cap.
@@ -13,7 +14,8 @@ pub struct LineTooLong;
 /// buffer reports [`LineTooLong`] instead of growing.
 #[derive(Debug, Default)]
 pub struct LineBuffer {
-    buf: Vec<u8>,
+    /// Charged to the memory budget.
+    buf: Held,
     /// `buf[..scanned]` has no newline left, so it is not searched again.
     scanned: usize,
     max_len: usize,
@@ -24,7 +26,7 @@ impl LineBuffer {
     /// the line terminator).
     pub fn new(max_len: usize) -> LineBuffer {
         LineBuffer {
-            buf: Vec::new(),
+            buf: Held::default(),
             scanned: 0,
             max_len,
         }
@@ -37,13 +39,18 @@ impl LineBuffer {
 
     /// Forgets everything buffered.
     pub fn clear(&mut self) {
-        self.buf = Vec::new();
+        self.buf.clear();
         self.scanned = 0;
     }
 
     /// Bytes buffered (an incomplete line, or lines not yet taken).
     pub fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes charged to the memory budget for it.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Calls `each` with every complete line, in order, without its `\n`
@@ -58,7 +65,10 @@ impl LineBuffer {
         let mut consumed = 0;
         let mut outcome = Ok(());
         loop {
-            let Some(pos) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            let Some(pos) = self.buf.as_slice()[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+            else {
                 self.scanned = self.buf.len();
                 // One byte of slack: a trailing '\r' may belong to "\r\n".
                 if self.buf.len() - consumed > self.max_len + 1 {
@@ -67,7 +77,7 @@ impl LineBuffer {
                 break;
             };
             let end = self.scanned + pos;
-            let raw = &self.buf[consumed..end];
+            let raw = &self.buf.as_slice()[consumed..end];
             let line = raw.strip_suffix(b"\r").unwrap_or(raw);
             consumed = end + 1;
             self.scanned = consumed;
@@ -79,7 +89,7 @@ impl LineBuffer {
                 break;
             }
         }
-        self.buf.drain(..consumed);
+        self.buf.consume(consumed);
         self.scanned -= consumed;
         outcome
     }

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 mod chat_server;
 mod client;
 mod conn;
@@ -79,6 +80,8 @@ enum Command {
         upper: bool,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Chat: every line a client sends goes to all clients (seed 000).
     ///
@@ -93,6 +96,8 @@ enum Command {
         max_backlog: usize,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Interactive line client: sends what you type, prints what the
     /// server sends as it arrives.
@@ -137,6 +142,60 @@ struct Threads {
     threads: u16,
 }
 
+/// What no client may take from a server.
+#[derive(Debug, Args)]
+struct Limits {
+    /// Memory the server may hold for its clients, over all loops (output
+    /// not yet sent, input not yet made into lines); K, M, G suffixes are
+    /// binary. Past 3/4 of it, clients whose output is not leaving are no
+    /// longer read; past it, those holding the most that read nothing they
+    /// are sent are cut off.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    max_memory: usize,
+    /// Close a connection that sends nothing and is sent nothing (the chat
+    /// server: sends no whole line) for this long; 0 = never. The default,
+    /// 5 minutes, is far past any pause in an interactive session and
+    /// frees what a silent client holds (slowloris) in reasonable time.
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds_or_zero)]
+    idle_timeout: Duration,
+}
+
+impl Limits {
+    fn apply(&self) {
+        server::limits::configure(self.max_memory, Some(self.idle_timeout));
+    }
+}
+
+/// `64M`, `1G`, `4096`: bytes, with binary K, M and G suffixes.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("invalid size '{text}': expected BYTES[K|M|G]")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("invalid size '{text}': expected BYTES[K|M|G]"))?;
+    if n == 0 {
+        return Err("must be more than 0".to_owned());
+    }
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(text)
+}
+
 fn parse_selector(name: &str) -> Result<BackendKind, String> {
     name.parse()
         .map_err(|e: rselectors::UnknownBackend| e.to_string())
@@ -162,17 +221,25 @@ fn main() -> ExitCode {
             common,
             upper,
             threads,
-        } => echo_server::run(&common.addr, common.selector, upper, threads.threads.into()),
+            limits,
+        } => {
+            limits.apply();
+            echo_server::run(&common.addr, common.selector, upper, threads.threads.into())
+        }
         Command::ChatServer {
             common,
             max_backlog,
             threads,
-        } => chat_server::run(
-            &common.addr,
-            common.selector,
-            max_backlog,
-            threads.threads.into(),
-        ),
+            limits,
+        } => {
+            limits.apply();
+            chat_server::run(
+                &common.addr,
+                common.selector,
+                max_backlog,
+                threads.threads.into(),
+            )
+        }
         Command::Client { common, wait } => client::run(&common.addr, common.selector, wait),
         Command::EchoClient {
             common,

@@ -10,6 +10,7 @@
 //! own.
 
 mod accept;
+pub mod limits;
 
 use crate::conn::{is_disconnect, set_nodelay, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
@@ -48,6 +49,10 @@ pub trait Client {
     /// the stats (see [`Server::dispatch`]) keep none.
     fn traffic(&self) -> (u64, u64) {
         (0, 0)
+    }
+    /// Bytes held on the client's behalf, as charged to the memory budget.
+    fn held(&self) -> usize {
+        self.conn().held()
     }
 }
 
@@ -170,6 +175,10 @@ pub struct Server<C> {
     accept_warned: bool,
     stats: Stats,
     stop_reason: Option<String>,
+    /// The idle tick this loop last saw (see [`limits`]).
+    tick: u16,
+    /// When clients were last checked for whom to cut off for memory.
+    shed_at: Option<Instant>,
 }
 
 impl<C: Client> Server<C> {
@@ -199,6 +208,7 @@ impl<C: Client> Server<C> {
         set_nodelay(&listener)?;
         let mut sel = AnySelector::with_kind(kind)?;
         sel.register(Source::Listener(listener.as_raw_fd()), Events::READ, ())?;
+        limits::wake_at_ticks(&waker);
         sel.register(Source::Waker(waker), Events::READ, ())?;
         debug!("selector: {kind}");
         Ok(Server {
@@ -214,6 +224,8 @@ impl<C: Client> Server<C> {
             accept_warned: false,
             stats: Stats::default(),
             stop_reason: None,
+            tick: limits::current_tick(),
+            shed_at: None,
         })
     }
 
@@ -280,6 +292,7 @@ impl<C: Client> Server<C> {
                         // post made after this point wakes the loop again.
                         let _ = waker.reset();
                         self.take_signal();
+                        self.take_tick();
                         return Some(Event::Wake);
                     }
                     Source::Console(_) => return Some(Event::Console(fd)),
@@ -340,13 +353,15 @@ impl<C: Client> Server<C> {
         self.clients
     }
 
-    /// Waits for READ (if `want_read`) and for WRITE while output is queued;
+    /// Waits for READ (if `want_read`, and the memory budget allows it:
+    /// see [`Server::may_read`]) and for WRITE while output is queued;
     /// closes the client with `done_reason` when it wants neither.
     pub fn update_interest(&mut self, fd: RawFd, want_read: bool, done_reason: &str) {
         let Some(client) = self.client(fd) else {
             return;
         };
-        let events = client.conn().interest(want_read);
+        let conn = client.conn();
+        let events = conn.interest(want_read && Self::may_read(conn.pending()));
         self.set_interest(fd, events, done_reason);
     }
 

@@ -156,13 +156,14 @@ impl<C: Client> Server<C> {
     #[inline(always)]
     fn add_client(&mut self, stream: TcpStream, peer: Option<SocketAddr>) {
         let fd = stream.as_raw_fd();
-        let conn = match Conn::accepted(stream) {
+        let mut conn = match Conn::accepted(stream) {
             Ok(conn) => conn,
             Err(e) => {
                 debug!("{}: cannot set up the connection: {e}", Who(peer, fd));
                 return;
             }
         };
+        conn.touch(self.tick);
         match self
             .sel
             .register(Source::Client(C::new(conn, peer)), Events::READ, ())
