@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct PySelector {
     /// The data of each registration is its `SelectorKey` tuple.
     inner: AnySelector<PyFileObj, Py<PyAny>>,
+    /// The backend, whose rules `select()` reads its timeout by (known
+    /// after `close()` too, when the core has forgotten it).
+    kind: BackendKind,
 }
 
 /// What one `select` found: each ready key and its events.
@@ -113,7 +116,7 @@ impl PySelector {
             None => BackendKind::DEFAULT,
         };
         let inner = AnySelector::with_kind(kind).map_err(|e| os_error(py, &e))?;
-        Ok(PySelector { inner })
+        Ok(PySelector { inner, kind })
     }
 
     /// Registers a file object for `events`; returns its `SelectorKey`.
@@ -226,7 +229,13 @@ impl PySelector {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
-        let timeout = parse_timeout(timeout)?;
+        let timeout = match timeout {
+            None => None,
+            Some(timeout) => {
+                let kind = slf.try_borrow()?.kind;
+                parse_timeout(kind, timeout)?
+            }
+        };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut remaining = timeout;
         loop {
