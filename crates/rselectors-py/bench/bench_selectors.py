@@ -6,7 +6,12 @@ Measures, on epoll (DefaultSelector on Linux):
   * register + unregister of a socket,
   * modify (events changed: one epoll_ctl each; data only: no system call),
   * select() with 1,000 registered socket pairs of which 100 are readable,
-  * an asyncio streams echo round trip (client and server on one loop).
+  * an asyncio streams echo round trip (client and server on one loop),
+  * register + unregister of a descriptor with a high number (dup2'd to
+    19,999, and to 1,000,000 when RLIMIT_NOFILE allows it once the soft
+    limit is raised to the hard one) on a long-lived selector,
+  * the short-lived selector of subprocess.communicate() at such a
+    descriptor: DefaultSelector(), register it, select(0), close.
 
 Each figure is the best of several interleaved repeats (the machine may be
 busy), in microseconds per operation; "speed-up" is stdlib / rselectors.
@@ -16,6 +21,7 @@ which neither library can go below. Runs in well under a minute.
 
 import asyncio
 import os
+import resource
 import select
 import selectors
 import socket
@@ -47,6 +53,93 @@ def interleaved(cases, number):
         for name, func in cases.items():
             results[name].append(best_of(1, number, func))
     return {name: min(times) for name, times in results.items()}
+
+
+def calibrated(cases, budget):
+    """{name: best µs/op} for cases {name: func(number)} whose costs may
+    differ by orders of magnitude: each case gets its own number of
+    operations, about `budget` seconds' worth (measured on a first,
+    warm-up call), and the cases run in turns as in `interleaved`."""
+    numbers = {}
+    for name, func in cases.items():
+        start = time.perf_counter()
+        func(1)
+        once = max(time.perf_counter() - start, 1e-7)
+        numbers[name] = max(1, min(100_000, int(budget / once)))
+    results = {name: [] for name in cases}
+    for _ in range(REPEATS):
+        for name, func in cases.items():
+            results[name].append(best_of(1, numbers[name], func))
+    return {name: min(times) for name, times in results.items()}
+
+
+def high_descriptors(sock):
+    """{number: fd}: `sock` dup2'd to 19,999 and to 1,000,000, each where
+    RLIMIT_NOFILE allows it (the soft limit raised as far as the hard one
+    lets it). The caller closes them."""
+    fds = {}
+    for number in (19_999, 1_000_000):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and number >= soft:
+            if hard != resource.RLIM_INFINITY and number >= hard:
+                print(f"(fd {number:,}: skipped, RLIMIT_NOFILE's hard limit is {hard:,})")
+                continue
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (number + 1, hard))
+            except (ValueError, OSError) as e:
+                print(f"(fd {number:,}: skipped, cannot raise RLIMIT_NOFILE: {e})")
+                continue
+        fds[number] = os.dup2(sock.fileno(), number, inheritable=False)
+    return fds
+
+
+def bench_register_high(fd):
+    """register + unregister of `fd` on one long-lived selector."""
+    def loop(sel):
+        def run(n):
+            register, unregister = sel.register, sel.unregister
+            for _ in range(n):
+                register(fd, selectors.EVENT_READ)
+                unregister(fd)
+        return run
+
+    ep = select.epoll()
+
+    def raw(n):
+        for _ in range(n):
+            ep.register(fd, select.EPOLLIN)
+            ep.unregister(fd)
+
+    std, ours = selectors.EpollSelector(), rselectors.EpollSelector()
+    got = calibrated({"std": loop(std), "ours": loop(ours), "raw": raw}, 0.05 * SCALE)
+    std.close(), ours.close(), ep.close()
+    return got
+
+
+def bench_short_lived(fd):
+    """subprocess.communicate()'s pattern: a new DefaultSelector, one
+    descriptor registered (`fd`, writable), select(0), close."""
+    def cycle(module):
+        def run(n):
+            for _ in range(n):
+                with module.DefaultSelector() as sel:
+                    sel.register(fd, selectors.EVENT_WRITE)
+                    sel.select(0)
+        return run
+
+    def raw(n):
+        for _ in range(n):
+            ep = select.epoll()
+            ep.register(fd, select.EPOLLOUT)
+            ep.poll(0, 1)
+            ep.close()
+
+    for module in (selectors, rselectors):
+        with module.DefaultSelector() as sel:
+            key = sel.register(fd, selectors.EVENT_WRITE)
+            assert sel.select(0) == [(key, selectors.EVENT_WRITE)]
+    return calibrated({"std": cycle(selectors), "ours": cycle(rselectors), "raw": raw},
+                      0.05 * SCALE)
 
 
 def bench_register(rd):
@@ -193,6 +286,16 @@ def main():
     rd.close(), wr.close()
 
     rows.append(("asyncio echo round trip", bench_asyncio()))
+
+    high_rd, high_wr = socket.socketpair()
+    high = high_descriptors(high_wr)
+    for number, fd in high.items():
+        rows.append((f"register + unregister, fd {number:,}", bench_register_high(fd)))
+    for number, fd in high.items():
+        rows.append((f"short-lived selector, fd {number:,}", bench_short_lived(fd)))
+    for fd in high.values():
+        os.close(fd)
+    high_rd.close(), high_wr.close()
 
     print()
     print(f"{'operation (µs per op)':34} {'stdlib':>9} {'rselectors':>11} {'speed-up':>9} "

@@ -1,6 +1,6 @@
 //! The core's errors as the exceptions (and messages) CPython's `selectors` raises.
 
-use pyo3::exceptions::{PyKeyError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use rselectors::Error;
@@ -17,6 +17,13 @@ pub(crate) fn not_registered(fileobj: &Bound<'_, PyAny>) -> PyErr {
         Ok(repr) => PyKeyError::new_err(format!("{repr} is not registered")),
         Err(e) => e,
     }
+}
+
+/// `OverflowError('Python int too large to convert to C int')`: what
+/// `select.poll`, `select.epoll` and `select.select` raise for a descriptor
+/// number that does not fit a C int (3.9 to 3.13 alike).
+pub(crate) fn too_large_for_c_int() -> PyErr {
+    PyOverflowError::new_err("Python int too large to convert to C int")
 }
 
 /// `OSError(errno, strerror)`: Python picks the subclass (`PermissionError`

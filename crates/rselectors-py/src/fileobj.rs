@@ -1,7 +1,7 @@
 //! File objects: an int or anything with `fileno()`, as CPython's
 //! `selectors._fileobj_to_fd` reads them.
 
-use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
@@ -24,14 +24,24 @@ impl AsRawFd for PyFileObj {
     }
 }
 
+/// A descriptor number as CPython's `_fileobj_to_fd` returns it.
+pub(crate) enum FdNumber<'py> {
+    /// One that fits a C int, as the core and the kernel take it.
+    Fd(RawFd),
+    /// A non-negative int too large for a C int. No such descriptor can be
+    /// open, but CPython takes the number as it is: a lookup finds it not
+    /// registered (`KeyError`), and only the backend's own call refuses it
+    /// (`OverflowError`).
+    TooLarge(Bound<'py, PyAny>),
+}
+
 /// CPython's `_fileobj_to_fd`: the descriptor of an int or of
 /// `int(fileobj.fileno())`.
 ///
 /// `ValueError("Invalid file object: ...")` when `fileno()` is missing or
 /// gives no int (AttributeError, TypeError, ValueError), `ValueError("Invalid
-/// file descriptor: ...")` when it is negative. A descriptor too large for a
-/// C int cannot be open; it is an `OverflowError`, as `select.epoll` says.
-pub(crate) fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+/// file descriptor: ...")` when it is negative.
+pub(crate) fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<FdNumber<'py>> {
     let py = fileobj.py();
     let number = if fileobj.is_instance_of::<PyInt>() {
         fileobj.clone()
@@ -59,7 +69,7 @@ pub(crate) fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         }
     };
     match number.extract::<RawFd>() {
-        Ok(fd) if fd >= 0 => Ok(fd),
+        Ok(fd) if fd >= 0 => Ok(FdNumber::Fd(fd)),
         Ok(fd) => Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {fd}"
         ))),
@@ -67,8 +77,6 @@ pub(crate) fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         Err(_) if number.lt(0)? => Err(PyValueError::new_err(format!(
             "Invalid file descriptor: {number}"
         ))),
-        Err(_) => Err(PyOverflowError::new_err(format!(
-            "file descriptor {number} is greater than maximum"
-        ))),
+        Err(_) => Ok(FdNumber::TooLarge(number)),
     }
 }

@@ -10,8 +10,8 @@
 //! for the core call, and references that might be the last ones dropped
 //! after the borrow ends.
 
-use crate::errors::{closed, not_registered, os_error, to_pyerr};
-use crate::fileobj::{fileobj_to_fd, PyFileObj};
+use crate::errors::{closed, not_registered, os_error, to_pyerr, too_large_for_c_int};
+use crate::fileobj::{fileobj_to_fd, FdNumber, PyFileObj};
 use crate::keys::{field, new_key, parse_events};
 use crate::timeout::parse_timeout;
 use pyo3::exceptions::PyValueError;
@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct PySelector {
     /// The data of each registration is its `SelectorKey` tuple.
     inner: AnySelector<PyFileObj, Py<PyAny>>,
+    /// The backend, whose rules `select()` reads its timeout by (known
+    /// after `close()` too, when the core has forgotten it).
+    kind: BackendKind,
 }
 
 /// What one `select` found: each ready key and its events.
@@ -52,7 +55,10 @@ impl PySelector {
 /// CPython's `_fileobj_lookup`: the descriptor of `fileobj`, or, when it
 /// has none any more (a closed socket), the descriptor it was registered
 /// with, found by identity.
-fn lookup_fd(slf: &Bound<'_, PySelector>, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+fn lookup_fd<'py>(
+    slf: &Bound<'py, PySelector>,
+    fileobj: &Bound<'py, PyAny>,
+) -> PyResult<FdNumber<'py>> {
     let py = slf.py();
     match fileobj_to_fd(fileobj) {
         Err(e) if e.is_instance_of::<PyValueError>(py) => {
@@ -63,9 +69,21 @@ fn lookup_fd(slf: &Bound<'_, PySelector>, fileobj: &Bound<'_, PyAny>) -> PyResul
                 .get_map()
                 .iter()
                 .find(|k| k.fileobj.obj.as_ptr() == target);
-            found.map(|k| k.fd).ok_or(e)
+            found.map(|k| FdNumber::Fd(k.fd)).ok_or(e)
         }
         other => other,
+    }
+}
+
+/// The descriptor of a registered file object: `lookup_fd`, with a number
+/// too large for a C int (which cannot have been registered) answered as
+/// the core answers for a descriptor that is not registered:
+/// `RuntimeError` once the selector is closed, else `KeyError`.
+fn registered_fd(slf: &Bound<'_, PySelector>, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    match lookup_fd(slf, fileobj)? {
+        FdNumber::Fd(fd) => Ok(fd),
+        FdNumber::TooLarge(_) if slf.try_borrow()?.inner.is_closed() => Err(closed()),
+        FdNumber::TooLarge(_) => Err(not_registered(fileobj)),
     }
 }
 
@@ -98,7 +116,7 @@ impl PySelector {
             None => BackendKind::DEFAULT,
         };
         let inner = AnySelector::with_kind(kind).map_err(|e| os_error(py, &e))?;
-        Ok(PySelector { inner })
+        Ok(PySelector { inner, kind })
     }
 
     /// Registers a file object for `events`; returns its `SelectorKey`.
@@ -111,7 +129,13 @@ impl PySelector {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let mask = parse_events(events)?;
-        let fd = lookup_fd(slf, fileobj)?;
+        // A number past a C int is refused by every backend's own call,
+        // in CPython too: poll and epoll at register, select.select at
+        // each select() (where this module refuses what select() would).
+        let fd = match lookup_fd(slf, fileobj)? {
+            FdNumber::Fd(fd) => fd,
+            FdNumber::TooLarge(_) => return Err(too_large_for_c_int()),
+        };
         let none = py.None().into_bound(py);
         let key = new_key(fileobj, fd, events, data.unwrap_or(&none))?;
         let file = PyFileObj {
@@ -135,7 +159,7 @@ impl PySelector {
         fileobj: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let fd = lookup_fd(slf, fileobj)?;
+        let fd = registered_fd(slf, fileobj)?;
         let removed = slf.try_borrow_mut()?.inner.unregister(fd);
         match removed {
             Ok(key) => Ok(key.data.into_bound(py)),
@@ -156,7 +180,7 @@ impl PySelector {
         data: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let fd = lookup_fd(slf, fileobj)?;
+        let fd = registered_fd(slf, fileobj)?;
         let found = slf
             .try_borrow()?
             .inner
@@ -205,7 +229,13 @@ impl PySelector {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
-        let timeout = parse_timeout(timeout)?;
+        let timeout = match timeout {
+            None => None,
+            Some(timeout) => {
+                let kind = slf.try_borrow()?.kind;
+                parse_timeout(kind, timeout)?
+            }
+        };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut remaining = timeout;
         loop {
@@ -250,7 +280,7 @@ impl PySelector {
         if slf.try_borrow()?.inner.is_closed() {
             return Err(closed());
         }
-        let fd = lookup_fd(slf, fileobj)?;
+        let fd = registered_fd(slf, fileobj)?;
         let found = slf
             .try_borrow()?
             .inner
@@ -301,9 +331,16 @@ impl PySelector {
         self.inner.backend_name()
     }
 
-    /// CPython's private `_fileobj_lookup`: the descriptor of `fileobj`.
-    fn _fileobj_lookup(slf: &Bound<'_, Self>, fileobj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
-        lookup_fd(slf, fileobj)
+    /// CPython's private `_fileobj_lookup`: the descriptor of `fileobj`
+    /// (a number too large for a C int as it is).
+    fn _fileobj_lookup<'py>(
+        slf: &Bound<'py, Self>,
+        fileobj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match lookup_fd(slf, fileobj)? {
+            FdNumber::Fd(fd) => Ok(fd.into_pyobject(slf.py())?.into_any()),
+            FdNumber::TooLarge(number) => Ok(number),
+        }
     }
 
     /// `get_map()[fileobj]`: the key, or KeyError (also once closed).
@@ -312,7 +349,9 @@ impl PySelector {
         fileobj: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let fd = lookup_fd(slf, fileobj)?;
+        let FdNumber::Fd(fd) = lookup_fd(slf, fileobj)? else {
+            return Err(not_registered(fileobj));
+        };
         let found = slf
             .try_borrow()?
             .inner
