@@ -15,6 +15,7 @@
 mod chat_server;
 mod client;
 mod conn;
+mod console;
 mod echo_client;
 mod echo_server;
 mod lines;
