@@ -192,7 +192,7 @@ impl Console {
             Fed::More | Fed::Quit | Fed::Off => {}
             Fed::Ended => {
                 if !server.is_stopping() {
-                    info!("console: end of input; serving until SIGINT, SIGTERM or SIGHUP");
+                    info!("console: end of input; serving until SIGINT or SIGTERM");
                 }
             }
             Fed::Junk => warning!(

@@ -40,7 +40,8 @@ use std::time::Duration;
 /// servers, a line client, an echo client, and a load generator.
 ///
 /// Servers print `listening on ADDR` once bound (use port 0 for any free
-/// port) and stop on SIGINT or SIGTERM with a one-line summary.
+/// port) and stop on SIGINT, SIGTERM or SIGHUP (unless started under
+/// nohup) with a one-line summary.
 #[derive(Debug, Parser)]
 #[command(name = "rselectors", version)]
 struct Cli {
