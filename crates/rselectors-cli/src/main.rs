@@ -129,14 +129,21 @@ enum Command {
     Load(load::LoadArgs),
 }
 
-/// How many event loops a server runs.
+/// How many event loops a server runs, and how it holds its port.
 #[derive(Debug, Args)]
 struct Threads {
-    /// Event loops, one thread and one selector each, sharing the port
-    /// (SO_REUSEPORT). Loop 0 handles the console and the signals.
+    /// Event loops, one thread and one selector each, sharing one
+    /// listening socket. Loop 0 handles the console and the signals.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
+    /// Share the port with other servers started with --reuse-port
+    /// (SO_REUSEPORT): the kernel spreads new connections over all of
+    /// them, and over this server's loops, each then with a socket of its
+    /// own. Without it a port in use is an error ("Address already in
+    /// use").
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 fn parse_selector(name: &str) -> Result<BackendKind, String> {
@@ -159,6 +166,10 @@ fn main() -> ExitCode {
         (false, 0) => logging::Level::Info,
         (false, _) => logging::Level::Debug,
     });
+    if let Command::EchoServer { threads, .. } | Command::ChatServer { threads, .. } = &cli.command
+    {
+        loops::set_reuse_port(threads.reuse_port);
+    }
     let result = match cli.command {
         Command::EchoServer {
             common,
