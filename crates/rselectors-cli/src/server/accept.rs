@@ -276,7 +276,10 @@ pub fn on_first_address<T>(
     bind: impl Fn(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut last_error = None;
-    for candidate in addr.to_socket_addrs()? {
+    let candidates = addr
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve '{addr}': {e}")))?;
+    for candidate in candidates {
         match bind(candidate) {
             Ok(bound) => return Ok(bound),
             Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
