@@ -119,7 +119,7 @@ impl Console {
     }
 
     /// The console at `fd` is readable: reads one chunk and runs its
-    /// commands (`list` through `list`).
+    /// commands (`list` prints with the `list` callback).
     pub fn readable<C: Client>(
         &mut self,
         server: &mut Server<C>,
@@ -188,17 +188,16 @@ impl Console {
             return;
         }
         self.parser.warnings.flush();
+        // The console is done with: at its end, a quit, an error, or junk.
         match outcome {
-            Fed::More | Fed::Quit | Fed::Off => {}
-            Fed::Ended => {
-                if !server.is_stopping() {
-                    info!("console: end of input; serving until SIGINT or SIGTERM");
-                }
+            Fed::Ended if !server.is_stopping() => {
+                info!("console: end of input; serving until SIGINT or SIGTERM");
             }
             Fed::Junk => warning!(
                 "console off: {MAX_JUNK} bytes of input without a command \
                  (`list`, `quit`); the rest of stdin is ignored"
             ),
+            _ => {}
         }
         if let Input::Watched(fd) = std::mem::replace(&mut self.input, Input::Off) {
             server.remove_console(fd);
