@@ -2,10 +2,9 @@
 //!
 //! Every line a client sends goes to every client as
 //! `your msg = <line> from <ip>:<port>`; `quit` or an empty line leaves.
-//! The console on stdin takes `quit` (stop) and anything else (`list`)
-//! prints what is registered, as the seed's `input()` loop does, but on
-//! the same thread as everything else: stdin is one more file object in
-//! the selector.
+//! The console on stdin takes `list` (print what is registered, as the
+//! seed's `input()` loop does) and `quit` (stop), but on the same thread
+//! as everything else (see [`crate::console`]).
 //!
 //! What the seed does not guard against, this does: a client that never
 //! reads is cut off once its backlog passes `--max-backlog` (memory stays
@@ -22,12 +21,12 @@
 
 use crate::budget;
 use crate::conn::{Conn, Received, READ_CHUNK};
+use crate::console::Console;
 use crate::lines::LineBuffer;
-use crate::logging::{debug, info, say, warning};
+use crate::logging::{say, warning};
 use crate::loops::{self, Loops};
 use crate::server::{print_summary, Client, Event, Server};
 use crate::signals;
-use crate::stdin::{self, Stdin};
 use rselectors::{BackendKind, Events, Waker};
 use std::io::{self, Write};
 use std::mem;
@@ -47,9 +46,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 
 const LINE_TOO_LONG: &[u8] = b"error: line longer than 65536 bytes; closing the connection\n";
-
-/// The longest console command kept; longer input is ignored.
-const MAX_CONSOLE_LINE: usize = 4096;
 
 /// A chat connection.
 pub struct ChatClient {
@@ -153,7 +149,7 @@ struct ChatServer<'a> {
     /// The other loops, if there are any.
     peers: Option<Peers<'a>>,
     max_backlog: usize,
-    console_lines: LineBuffer,
+    console: Console,
     /// Reused buffers: a read, a broadcast message, the list of clients.
     scratch: Vec<u8>,
     message: Vec<u8>,
@@ -219,7 +215,7 @@ impl<'a> ChatServer<'a> {
             server,
             peers,
             max_backlog,
-            console_lines: LineBuffer::new(MAX_CONSOLE_LINE),
+            console: Console::off(),
             scratch: vec![0; READ_CHUNK],
             message: Vec::new(),
             fds: Vec::new(),
@@ -231,14 +227,15 @@ impl<'a> ChatServer<'a> {
     fn event_loop(&mut self) -> io::Result<()> {
         while !self.server.is_stopping() {
             let deadline = self.lingering.iter().map(|&(_, at)| at).min();
-            self.server.wait(deadline)?;
+            self.server.wait(self.console.wait_until(deadline))?;
             while let Some(event) = self.server.next_event() {
                 match event {
-                    Event::Console(fd) => self.console_ready(fd),
+                    Event::Console(fd) => self.console_input(Some(fd)),
                     Event::Client(fd, mask) => self.client_ready(fd, mask),
                     Event::Wake => self.woken(),
                 }
             }
+            self.console_input(None);
             self.close_expired_lingering();
             self.end_round();
             self.server.end_round();
@@ -286,104 +283,28 @@ impl<'a> ChatServer<'a> {
     }
 
     fn start_console(&mut self) {
-        if let Err(e) = signals::ignore_background_terminal_reads() {
-            debug!("cannot ignore SIGTTIN: {e}");
-        }
-        let Some(input) = Stdin::open() else {
-            debug!("stdin is closed: no console");
-            return;
-        };
-        match self.server.register_console(input) {
-            Ok(_) => info!("console: type `list` to show connections, `quit` to stop"),
-            Err(e) if stdin::is_unpollable(&e) => {
-                // A regular file or /dev/null: it cannot be polled, and
-                // reading it never blocks, so run its commands now.
-                debug!("stdin cannot be polled ({e}): reading it through");
-                if let Some(mut input) = Stdin::open() {
-                    self.run_console_file(&mut input);
-                }
-            }
-            Err(e) => warning!("no console: cannot watch stdin: {e}"),
-        }
+        self.console = Console::start(&mut self.server);
     }
 
-    fn run_console_file(&mut self, input: &mut Stdin) {
-        while !self.server.is_stopping() {
-            match input.read(&mut self.scratch) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.console_lines.push(&self.scratch[..n]);
-                    self.run_console_commands();
-                }
-                Err(e) => {
-                    warning!("console: {e}");
-                    break;
-                }
-            }
-        }
-        self.console_input_ended();
-    }
-
-    fn console_ready(&mut self, fd: RawFd) {
-        let Some(input) = self.server.console_mut(fd) else {
-            return;
-        };
-        match input.read(&mut self.scratch) {
-            Ok(0) => {
-                self.server.remove_console(fd);
-                self.console_input_ended();
-            }
-            Ok(n) => {
-                self.console_lines.push(&self.scratch[..n]);
-                self.run_console_commands();
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                // A background job reading its terminal (SIGTTIN ignored).
-                info!("console off: running in the background of a terminal");
-                self.server.remove_console(fd);
-            }
-            Err(e) => {
-                warning!("console: {e}; console off");
-                self.server.remove_console(fd);
-            }
-        }
-    }
-
-    fn console_input_ended(&mut self) {
-        // A last command without a newline still counts.
-        if self.console_lines.len() > 0 {
-            self.console_lines.push(b"\n");
-            self.run_console_commands();
-        }
-        if !self.server.is_stopping() {
-            info!("console: end of input; serving until SIGINT or SIGTERM");
-        }
-    }
-
-    fn run_console_commands(&mut self) {
-        let mut lines = mem::take(&mut self.console_lines);
-        let result = lines.for_each_line(|line| {
-            if line.trim_ascii() == b"quit" {
-                info!("console: quit");
-                self.server.request_stop("console quit");
-                return ControlFlow::Break(());
-            }
-            for text in self.server.describe() {
+    /// Console input: the console at `fd` is readable, or (`None`) the
+    /// loop's turn to read input that cannot be polled.
+    fn console_input(&mut self, fd: Option<RawFd>) {
+        let peers = self.peers.as_ref();
+        let list = |server: &Server<ChatClient>| {
+            for text in server.describe() {
                 say!("{text}");
             }
-            if let Some(peers) = &self.peers {
+            if let Some(peers) = peers {
                 for other in (0..peers.loops.len()).filter(|&i| i != peers.index) {
                     let clients = peers.loops.clients(other);
                     say!("event loop {other}: {clients} clients");
                 }
             }
-            ControlFlow::Continue(())
-        });
-        if result.is_err() {
-            warning!("console: line longer than {MAX_CONSOLE_LINE} bytes ignored");
-            lines.clear();
+        };
+        match fd {
+            Some(fd) => self.console.readable(&mut self.server, fd, list),
+            None => self.console.turn(&mut self.server, list),
         }
-        self.console_lines = lines;
     }
 
     fn client_ready(&mut self, fd: RawFd, mask: Events) {

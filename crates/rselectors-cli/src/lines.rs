@@ -44,6 +44,7 @@ impl LineBuffer {
     }
 
     /// Bytes buffered (an incomplete line, or lines not yet taken).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.buf.len()
     }

@@ -1,12 +1,20 @@
 //! `--threads N`: N event loops in one server.
 //!
-//! Each loop is a thread with its own selector and its own listening
-//! socket, all bound to the same address with `SO_REUSEPORT`, so the
-//! kernel spreads new connections over the loops and no lock is taken on
-//! the path of a message. What loops tell each other (a chat line for
-//! their clients, "stop") goes through [`Loops`]: an inbox per loop, held
-//! locked only to push or to take its contents, and the loop's [`Waker`]
-//! to get its attention.
+//! Each loop is a thread with its own selector. They share one listening
+//! socket (each watches a duplicate of its descriptor, level-triggered):
+//! a new connection makes every idle loop's wait return, the first to
+//! call `accept4` takes it and the others get `EAGAIN` and wait again.
+//! One socket holds the port alone, so a second server on it fails with
+//! "Address already in use" instead of silently splitting the clients
+//! with this one, as per-loop sockets with `SO_REUSEPORT` would. Under
+//! `--reuse-port` each loop has a socket of its own with `SO_REUSEPORT`
+//! (the kernel spreads new connections over them, and over those of
+//! other servers that share the port).
+//!
+//! No lock is taken on the path of a message. What loops tell each other
+//! (a chat line for their clients, "stop") goes through [`Loops`]: an
+//! inbox per loop, held locked only to push or to take its contents, and
+//! the loop's [`Waker`] to get its attention.
 //!
 //! Loop 0 runs on the calling thread and is the one that handles the
 //! console and the signals; whichever loop stops first (a signal, the
@@ -17,7 +25,7 @@ use rselectors::Waker;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
@@ -135,14 +143,49 @@ impl<M> Drop for StopOnDrop<'_, M> {
     }
 }
 
-/// `count` listening sockets on the same address with `SO_REUSEPORT`, on
-/// the first address of `addr` where they all bind. Port 0 means the port
-/// the first one gets.
-pub fn bind_listeners(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
-    on_first_address(addr, |candidate| bind_all(candidate, count))
+/// `--reuse-port`: whether the servers' listening sockets let other
+/// sockets listen on the same address and port (`SO_REUSEPORT`). Set once
+/// by `main`, before a server binds.
+static REUSE_PORT: AtomicBool = AtomicBool::new(false);
+
+/// Sets `--reuse-port` (see [`reuse_port`]).
+pub fn set_reuse_port(on: bool) {
+    REUSE_PORT.store(on, Ordering::Relaxed);
 }
 
-fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+/// Whether the servers were asked to share their port (`--reuse-port`).
+/// If not, a port in use is an error, as for any program that listens:
+/// without the flag a second server on the same port fails with "Address
+/// already in use" rather than silently taking half of the connections.
+pub fn reuse_port() -> bool {
+    REUSE_PORT.load(Ordering::Relaxed)
+}
+
+/// A listener for each of `count` loops, on the first address of `addr`
+/// that binds: duplicates of one socket's descriptor, or under
+/// `--reuse-port` sockets of their own with `SO_REUSEPORT` (port 0 then
+/// means the port the first one gets).
+pub fn bind_listeners(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
+    if reuse_port() {
+        on_first_address(addr, |candidate| bind_each(candidate, count))
+    } else {
+        on_first_address(addr, |candidate| bind_shared(candidate, count))
+    }
+}
+
+/// One socket, `count` descriptors of it.
+fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let first = listen_on(addr, false)?;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 1..count {
+        listeners.push(first.try_clone()?);
+    }
+    listeners.insert(0, first);
+    Ok(listeners)
+}
+
+/// `count` sockets on `addr` with `SO_REUSEPORT`.
+fn bind_each(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
     let first = listen_on(addr, true)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
@@ -236,11 +279,32 @@ mod tests {
 
     #[test]
     fn listeners_share_the_port_of_the_first() {
-        let listeners = bind_listeners("127.0.0.1:0", 3).unwrap();
-        let port = listeners[0].local_addr().unwrap().port();
-        assert_ne!(port, 0);
-        for listener in &listeners {
-            assert_eq!(listener.local_addr().unwrap().port(), port);
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for bind in [bind_shared, bind_each] {
+            let listeners = bind(any_port, 3).unwrap();
+            assert_eq!(listeners.len(), 3);
+            let port = listeners[0].local_addr().unwrap().port();
+            assert_ne!(port, 0);
+            for listener in &listeners {
+                assert_eq!(listener.local_addr().unwrap().port(), port);
+            }
         }
+    }
+
+    /// Without --reuse-port the port is the server's alone: a socket with
+    /// SO_REUSEPORT cannot join it (with --reuse-port it can).
+    #[test]
+    fn a_shared_listener_holds_its_port_alone() {
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let shared = bind_shared(any_port, 2).unwrap();
+        let addr = shared[0].local_addr().unwrap();
+        let intruder = listen_on(addr, true).unwrap_err();
+        assert_eq!(intruder.kind(), io::ErrorKind::AddrInUse);
+        assert!(bind_each(addr, 2).is_err());
+
+        let each = bind_each(any_port, 2).unwrap();
+        let addr = each[0].local_addr().unwrap();
+        assert!(listen_on(addr, true).is_ok());
+        assert!(listen_on(addr, false).is_err());
     }
 }

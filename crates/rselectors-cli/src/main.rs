@@ -16,6 +16,7 @@ mod budget;
 mod chat_server;
 mod client;
 mod conn;
+mod console;
 mod echo_client;
 mod echo_server;
 mod lines;
@@ -40,7 +41,8 @@ use std::time::Duration;
 /// servers, a line client, an echo client, and a load generator.
 ///
 /// Servers print `listening on ADDR` once bound (use port 0 for any free
-/// port) and stop on SIGINT or SIGTERM with a one-line summary.
+/// port) and stop on SIGINT, SIGTERM or SIGHUP (unless started under
+/// nohup) with a one-line summary.
 #[derive(Debug, Parser)]
 #[command(name = "rselectors", version)]
 struct Cli {
@@ -61,7 +63,7 @@ struct Common {
     /// [::1]:9999.
     // The comment is clap's help text, shown as written: not a link.
     #[allow(rustdoc::broken_intra_doc_links)]
-    #[arg(long, default_value = "127.0.0.1:9999")]
+    #[arg(long, default_value = "127.0.0.1:9999", value_parser = parse_addr)]
     addr: String,
     /// I/O multiplexing mechanism: default (the platform's best), epoll,
     /// poll or select.
@@ -92,7 +94,8 @@ enum Command {
         common: Common,
         /// Cut off a client when this many bytes wait to be sent to it
         /// (a client that does not read).
-        #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+        #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024,
+              value_parser = parse_max_backlog)]
         max_backlog: usize,
         #[command(flatten)]
         threads: Threads,
@@ -132,14 +135,21 @@ enum Command {
     Load(load::LoadArgs),
 }
 
-/// How many event loops a server runs.
+/// How many event loops a server runs, and how it holds its port.
 #[derive(Debug, Args)]
 struct Threads {
-    /// Event loops, one thread and one selector each, sharing the port
-    /// (SO_REUSEPORT). Loop 0 handles the console and the signals.
+    /// Event loops, one thread and one selector each, sharing one
+    /// listening socket. Loop 0 handles the console and the signals.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
+    /// Share the port with other servers started with --reuse-port
+    /// (SO_REUSEPORT): the kernel spreads new connections over all of
+    /// them, and over this server's loops, each then with a socket of its
+    /// own. Without it a port in use is an error ("Address already in
+    /// use").
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 /// What no client may take from a server.
@@ -201,12 +211,76 @@ fn parse_selector(name: &str) -> Result<BackendKind, String> {
         .map_err(|e: rselectors::UnknownBackend| e.to_string())
 }
 
+/// `--addr`: `HOST:PORT`, where HOST is an IP address (IPv6 in brackets)
+/// or a name to resolve (`localhost:9999`). Only the form is checked here;
+/// a name is resolved when it is used.
+fn parse_addr(text: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected HOST:PORT, such as 127.0.0.1:9999, [::1]:9999 or localhost:9999";
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let (host, port) = match text.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, port)) if port.starts_with(':') => {
+                if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("invalid IPv6 address '{ip}'"));
+                }
+                (ip, &port[1..])
+            }
+            _ => return Err(EXPECTED.to_owned()),
+        },
+        None => match text.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err("an IPv6 address goes in brackets: [::1]:9999".to_owned())
+            }
+            Some(split) => split,
+            None => return Err(EXPECTED.to_owned()),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("no host: {EXPECTED}"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!("invalid port '{port}': expected 0 to 65535"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A number of seconds, more than 0 and at least the clock's resolution
+/// (1 ns): `0.0000000001` would be a zero `Duration`.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_owned())?;
+    if !seconds.is_finite() {
+        return Err("expected a finite number of seconds".to_owned());
+    }
     if seconds <= 0.0 {
         return Err("must be more than 0".to_owned());
     }
-    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("too long: at most {} seconds", u64::MAX))?;
+    if duration.is_zero() {
+        return Err("below the clock's resolution of 1 ns (0.000000001 seconds)".to_owned());
+    }
+    Ok(duration)
+}
+
+/// `--max-backlog`: a number of bytes, at least 1 (with 0 every client
+/// that is not keeping up at once would be cut off).
+fn parse_max_backlog(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| "expected a number of bytes".to_owned())?;
+    if bytes == 0 {
+        return Err(
+            "must be at least 1 byte (how much may wait to be sent to one \
+                    client before it is cut off)"
+                .to_owned(),
+        );
+    }
+    Ok(bytes)
 }
 
 fn main() -> ExitCode {
@@ -216,6 +290,10 @@ fn main() -> ExitCode {
         (false, 0) => logging::Level::Info,
         (false, _) => logging::Level::Debug,
     });
+    if let Command::EchoServer { threads, .. } | Command::ChatServer { threads, .. } = &cli.command
+    {
+        loops::set_reuse_port(threads.reuse_port);
+    }
     let result = match cli.command {
         Command::EchoServer {
             common,

@@ -5,31 +5,9 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A file in the temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &[u8]) -> TempFile {
-        let path = std::env::temp_dir().join(format!("rselectors-{name}-{}", std::process::id()));
-        std::fs::write(&path, contents).unwrap();
-        TempFile(path)
-    }
-
-    fn stdin(&self) -> Stdio {
-        Stdio::from(std::fs::File::open(&self.0).unwrap())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn client(server: &Server, extra: &[&str], stdin: Stdio) -> Proc {
     let addr = server.addr.to_string();

@@ -427,7 +427,10 @@ pub fn run(settings: &Settings) -> io::Result<u64> {
     if settings.size > MAX_LINE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("--size must be at most {MAX_LINE} with --chat (the server's line limit)"),
+            format!(
+                "--size {} is over {MAX_LINE}, the chat server's line limit (--chat)",
+                settings.size
+            ),
         ));
     }
     let receivers = (0..=settings.conns)

@@ -111,17 +111,20 @@ struct Settings {
 
 /// Runs the load; an error if the run had errors (after the summary).
 pub fn run(args: &LoadArgs) -> io::Result<()> {
-    let addr = resolve(&args.common.addr)?;
     let size = args.size as usize;
     let pipeline = args.pipeline as usize;
     if size.saturating_mul(pipeline) > MAX_IN_FLIGHT {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("--pipeline times --size must be at most {MAX_IN_FLIGHT} bytes"),
+            format!(
+                "--pipeline {pipeline} times --size {size} is {} bytes in flight per \
+                 connection: at most {MAX_IN_FLIGHT}",
+                size.saturating_mul(pipeline)
+            ),
         ));
     }
     let settings = Settings {
-        addr,
+        addr: resolve(&args.common.addr)?,
         kind: args.common.selector,
         conns: args.chat.unwrap_or(args.conns) as usize,
         size,
@@ -143,7 +146,8 @@ pub fn run(args: &LoadArgs) -> io::Result<()> {
 
 /// The first address of `addr` (it may be a host name).
 fn resolve(addr: &str) -> io::Result<SocketAddr> {
-    addr.to_socket_addrs()?
+    addr.to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve '{addr}': {e}")))?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address")))
 }

@@ -1,7 +1,7 @@
-//! Listening and accepting: binding (with `SO_REUSEPORT` for
-//! `--threads`), accepting in batches (or one at a time while connections
-//! come one at a time) without the peer's address unless it is wanted,
-//! and pausing when file descriptors run out.
+//! Listening and accepting: binding (with `SO_REUSEPORT` only under
+//! `--reuse-port`), accepting in batches (or one at a time while
+//! connections come one at a time) without the peer's address unless it
+//! is wanted, and pausing when file descriptors run out.
 
 use super::{Client, Server, Source, Who};
 use crate::conn::Conn;
@@ -262,9 +262,11 @@ fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketA
 }
 
 /// A non-blocking listening socket on the first address of `addr` that
-/// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`,
-/// other sockets may listen on the same address and port (`SO_REUSEPORT`).
+/// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`
+/// or under `--reuse-port`, other sockets may listen on the same address
+/// and port (`SO_REUSEPORT`).
 pub fn bind_listener(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
+    let reuse_port = reuse_port || crate::loops::reuse_port();
     on_first_address(addr, |candidate| listen_on(candidate, reuse_port))
 }
 
@@ -275,7 +277,10 @@ pub fn on_first_address<T>(
     bind: impl Fn(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut last_error = None;
-    for candidate in addr.to_socket_addrs()? {
+    let candidates = addr
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve '{addr}': {e}")))?;
+    for candidate in candidates {
         match bind(candidate) {
             Ok(bound) => return Ok(bound),
             Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
@@ -303,10 +308,14 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
 
 #[cfg(test)]
 mod tests {
-    use super::{listen_on, AcceptPace, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
+    use super::{listen_on, AcceptPace, Server, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
     use crate::conn::{set_nodelay, Conn};
+    use crate::echo_server::EchoClient;
+    use crate::logging::{self, Level};
     use crate::test_support::accept_within_seconds;
+    use rselectors::{BackendKind, Waker};
     use std::net::TcpStream;
+    use std::os::fd::AsRawFd;
 
     /// `Conn::accepted` sets no option where the OS passes the listener's
     /// `TCP_NODELAY` on (`Server::on_listener` sets it there): this fails
@@ -326,6 +335,37 @@ mod tests {
             let conn = Conn::accepted(stream).unwrap();
             assert!(rustix::net::sockopt::tcp_nodelay(&conn).unwrap(), "{addr}");
         }
+    }
+
+    /// Two loops watch one listening socket (the default of `--threads`):
+    /// the one that calls `accept4` first takes a connection, the other
+    /// finds the queue empty (`EAGAIN`), keeps watching the listener and
+    /// takes the next one.
+    #[test]
+    fn a_loop_that_loses_the_race_for_a_shared_listener_carries_on() {
+        let first = listen_on("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = first.try_clone().unwrap();
+        let new_loop = |listener| -> Server<EchoClient> {
+            let waker = Waker::new().unwrap();
+            Server::on_listener(listener, BackendKind::Epoll, waker, false).unwrap()
+        };
+        let (mut a, mut b) = (new_loop(first), new_loop(second));
+        // No `connected` lines among the test results.
+        logging::set_max_level(Level::Warn);
+        // A blocking connect on loopback returns once the connection is
+        // queued for accept.
+        let _one = TcpStream::connect(addr).unwrap();
+        a.accept_ready();
+        b.accept_ready();
+        assert_eq!((a.client_count(), b.client_count()), (1, 0));
+        assert!(b.paused.is_none() && !b.accept_failing);
+        assert!(b.sel.get_key(b.listener.as_raw_fd()).is_ok());
+        let _two = TcpStream::connect(addr).unwrap();
+        b.accept_ready();
+        a.accept_ready();
+        assert_eq!((a.client_count(), b.client_count()), (1, 1));
+        assert!(a.paused.is_none() && b.paused.is_none());
     }
 
     fn limits(pace: &mut AcceptPace, n: usize) -> Vec<usize> {

@@ -430,3 +430,27 @@ pub fn open_files_limit() -> u64 {
         .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         .unwrap_or(1024)
 }
+
+/// A file in the temp directory, removed on drop.
+pub struct TempFile(pub std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `contents` to a new file named after `name` and this test
+    /// process.
+    pub fn new(name: &str, contents: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!("rselectors-{name}-{}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    /// The file, opened for reading, as a child's stdin.
+    pub fn stdin(&self) -> Stdio {
+        Stdio::from(std::fs::File::open(&self.0).unwrap())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
