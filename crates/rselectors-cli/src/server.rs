@@ -491,7 +491,7 @@ impl<C: Client> Server<C> {
                 let what = match &key.fileobj {
                     Source::Listener(_) => format!("listener {}", self.local_addr),
                     Source::Waker(_) if self.handles_signals => {
-                        "signal waker (SIGINT, SIGTERM)".to_owned()
+                        "signal waker (SIGINT, SIGTERM, SIGHUP)".to_owned()
                     }
                     Source::Waker(_) => "waker (other event loops)".to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
