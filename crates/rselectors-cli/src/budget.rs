@@ -40,6 +40,13 @@ pub fn tight() -> bool {
     held() > limit - limit / 4
 }
 
+/// Whether to read from a client with `pending` bytes of output queued:
+/// not while memory is tight and its output is not leaving.
+#[inline]
+pub fn may_read(pending: usize) -> bool {
+    pending == 0 || !tight()
+}
+
 /// True past the limit: the clients holding the most must go.
 #[inline]
 pub fn exceeded() -> bool {

@@ -9,6 +9,7 @@
 //! With `--threads N` there are N independent event loops (see
 //! [`crate::loops`]); they only talk to each other to stop.
 
+use crate::budget;
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::logging::{debug, say};
 use crate::loops::{self, Loops};
@@ -46,7 +47,7 @@ impl Client for EchoClient {
 impl EchoClient {
     fn wants_read(&self) -> bool {
         let pending = self.conn.pending();
-        !self.conn.read_done() && pending < HIGH_WATER && Server::<EchoClient>::may_read(pending)
+        !self.conn.read_done() && pending < HIGH_WATER && budget::may_read(pending)
     }
 }
 
@@ -140,7 +141,7 @@ fn serve(
     // `ready` is masked with `registered`, which is always what
     // `interest` last asked for: READ in it means the client wanted to
     // read then. Since then, only the memory budget can have changed that.
-    if ready.contains(Events::READ) && Server::<EchoClient>::may_read(client.conn.pending()) {
+    if ready.contains(Events::READ) && budget::may_read(client.conn.pending()) {
         match client.conn.receive(scratch) {
             Ok(Received::Data(n)) => {
                 stats.bytes_in += n as u64;

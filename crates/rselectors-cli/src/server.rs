@@ -12,6 +12,7 @@
 mod accept;
 pub mod limits;
 
+use crate::budget;
 use crate::conn::{is_disconnect, set_nodelay, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals;
@@ -354,14 +355,14 @@ impl<C: Client> Server<C> {
     }
 
     /// Waits for READ (if `want_read`, and the memory budget allows it:
-    /// see [`Server::may_read`]) and for WRITE while output is queued;
+    /// see [`budget::may_read`]) and for WRITE while output is queued;
     /// closes the client with `done_reason` when it wants neither.
     pub fn update_interest(&mut self, fd: RawFd, want_read: bool, done_reason: &str) {
         let Some(client) = self.client(fd) else {
             return;
         };
         let conn = client.conn();
-        let events = conn.interest(want_read && Self::may_read(conn.pending()));
+        let events = conn.interest(want_read && budget::may_read(conn.pending()));
         self.set_interest(fd, events, done_reason);
     }
 

@@ -173,6 +173,17 @@ fn echo_server_survives_a_thousand_clients_that_never_read() {
 }
 
 #[test]
+fn echo_server_with_two_loops_survives_a_thousand_clients_that_never_read() {
+    let chunk = pattern(64 * 1024);
+    let args = ["echo-server", "--addr", "127.0.0.1:0", "--threads", "2"];
+    hostile_push(&args, &chunk, |addr| {
+        let mut peer = Peer::connect(addr);
+        peer.send(b"still there?\n");
+        assert_eq!(peer.read_line(), b"still there?\n");
+    });
+}
+
+#[test]
 fn chat_server_survives_a_thousand_clients_that_never_read() {
     // Lines of 1 KiB: each is broadcast to every connection.
     let mut chunk = Vec::new();

@@ -3,7 +3,7 @@
 //! held in silence past the idle timeout (`--idle-timeout`).
 //!
 //! Memory: past three quarters of the budget, clients whose output is not
-//! leaving are no longer read ([`Server::may_read`]); past the budget, the
+//! leaving are no longer read ([`budget::may_read`]); past the budget, the
 //! clients that hold the most among those not reading what they are sent
 //! are cut off ([`Server::end_round`]), until the count is back under the
 //! back-pressure level. A client that reads what it is sent is never cut
@@ -34,6 +34,10 @@ const IDLE_TICKS: u16 = 5;
 /// the budget is exceeded: long enough for a client that reads to have
 /// taken some of its output since the last check.
 const SHED_EVERY: Duration = Duration::from_millis(100);
+
+/// Clients cut off for memory that one check logs one by one; the rest
+/// are counted in one line.
+const LOGGED_CUTS: usize = 5;
 
 /// Idle ticks since the timer started.
 static TICK: AtomicU16 = AtomicU16::new(0);
@@ -87,13 +91,6 @@ pub(super) fn current_tick() -> u16 {
 }
 
 impl<C: Client> Server<C> {
-    /// Whether to read from a client with `pending` bytes of output
-    /// queued: not while memory is tight and its output is not leaving.
-    #[inline]
-    pub fn may_read(pending: usize) -> bool {
-        pending == 0 || !budget::tight()
-    }
-
     /// The idle tick to stamp activity with (see [`crate::conn::Conn::touch`]).
     #[inline]
     pub fn tick(&self) -> u16 {
@@ -131,11 +128,12 @@ impl<C: Client> Server<C> {
             }
         }
         stalled.sort_unstable_by(|a, b| b.cmp(a));
+        let mut cut = 0;
         for (held, fd) in stalled {
             if budget::held() <= budget::target() {
                 break;
             }
-            if let Some(client) = self.client(fd) {
+            if let Some(client) = self.client(fd).filter(|_| cut < LOGGED_CUTS) {
                 warning!(
                     "cutting off {}: it holds {held} bytes it does not read, and the \
                      server's clients hold {} bytes, over the budget of {} (--max-memory)",
@@ -145,6 +143,13 @@ impl<C: Client> Server<C> {
                 );
             }
             self.close_client(fd, "memory budget exceeded");
+            cut += 1;
+        }
+        if cut > LOGGED_CUTS {
+            warning!(
+                "cut off {} more clients that do not read, for the same reason",
+                cut - LOGGED_CUTS
+            );
         }
     }
 
