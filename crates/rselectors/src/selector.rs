@@ -148,9 +148,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
         // The OS may have forgotten the descriptor already (closed, EBADF /
         // ENOENT); CPython ignores that too, and the key goes either way.
-        self.take_key(fd, |backend| {
-            let _ = backend.remove(fd);
-        })
+        self.take_key(fd, false)
     }
 
     /// Unregisters `fd`, whose file the caller closes right away, and
@@ -165,22 +163,27 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// a later registration of the same number.
     #[inline(always)]
     pub fn unregister_closing(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
-        self.take_key(fd, |backend| {
-            let _ = backend.forget(fd);
-        })
+        self.take_key(fd, true)
     }
 
-    /// Removes `fd`'s key from the table, telling the backend with `tell`.
+    /// Removes `fd`'s key from the table and tells the backend, which
+    /// `forget`s it if the file is `closing`, or `remove`s it.
     // Always inlined (with `unregister_closing`): the key then goes
     // straight from its slot to the caller, not through two `Result`s.
+    // A flag rather than a closure: the closure was left out of line once
+    // the poll backend's `remove` grew.
     #[inline(always)]
-    fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
+    fn take_key(&mut self, fd: RawFd, closing: bool) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         if fd < 0 {
             return Err(Error::InvalidFd(fd));
         }
         let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
-        tell(backend);
+        let _ = if closing {
+            backend.forget(fd)
+        } else {
+            backend.remove(fd)
+        };
         Ok(slot.key)
     }
 
@@ -305,13 +308,21 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     #[inline(never)]
     fn resolve_ready(&mut self, serial_limit: u64) -> usize {
         let table = &self.table;
-        self.ready.entries.retain_mut(|r| match table.get(r.fd) {
+        let keep = |r: &mut Ready, found: Option<&Slot<F, D>>| match found {
             Some(slot) if slot.serial < serial_limit => {
                 r.serial = tag(slot.serial);
                 readiness(r.bits).intersects(slot.key.events)
             }
             _ => false,
-        });
+        };
+        // Without keys beyond the dense table, a loop without the call that
+        // would look for them.
+        if table.is_dense() {
+            let dense = |r: &mut Ready| keep(r, table.get_dense(r.fd).flatten());
+            self.ready.entries.retain_mut(dense);
+        } else {
+            self.ready.entries.retain_mut(|r| keep(r, table.get(r.fd)));
+        }
         self.ready.entries.len()
     }
 
@@ -321,8 +332,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     #[inline]
     fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
         let slot = self.table.get(r.fd)?;
-        let events = readiness(r.bits) & slot.key.events;
-        (tag(slot.serial) == r.serial && !events.is_empty()).then_some((&slot.key, events))
+        Some((&slot.key, live_events(slot, r)?))
     }
 
     /// Takes a wait out of the selector, to run where the selector is not
@@ -378,8 +388,21 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         loop {
             let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            if let Some((_, events)) = self.live(&r) {
-                return Some((r.fd, events));
+            // A key beyond the dense table is looked up out of line, on a
+            // path of its own: the common path stays one bounds check and
+            // one load, which the caller's own lookup of the key reuses.
+            match self.table.get_dense(r.fd) {
+                Some(Some(slot)) => {
+                    if let Some(events) = live_events(slot, &r) {
+                        return Some((r.fd, events));
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(events) = live_far(&self.table, &r) {
+                        return Some((r.fd, events));
+                    }
+                }
             }
         }
     }
@@ -391,20 +414,28 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn next_ready_mut(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
         let r = *self.ready.entries.get(self.cursor)?;
         self.cursor += 1;
-        match self.live(&r) {
-            Some((_, events)) => Some((KeyMut::of(&mut self.known_slot_mut(r.fd).key), events)),
-            // An event whose registration has gone is rare (the handler of
-            // an earlier event of this wait removed it): skipping it is out
-            // of line, so the loop around this call stays small.
-            None => self.next_ready_mut_skipping(),
+        if let Some(Some(slot)) = self.table.get_dense(r.fd) {
+            if let Some(events) = live_events(slot, &r) {
+                // The lookup just made, reused.
+                return Some((KeyMut::of(&mut self.known_slot_mut(r.fd).key), events));
+            }
         }
+        // Rare: a key beyond the dense table, or an event whose
+        // registration has gone (the handler of an earlier event of this
+        // wait removed it). Out of line, so the loop around this call
+        // stays small.
+        self.next_ready_mut_slow(r)
     }
 
-    /// [`Selector::next_ready_mut`] after an entry that was not live.
+    /// [`Selector::next_ready_mut`] for an entry `r` that was not live in
+    /// the dense table.
     #[cold]
     #[inline(never)]
-    fn next_ready_mut_skipping(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
-        let (fd, events) = self.next_ready()?;
+    fn next_ready_mut_slow(&mut self, r: Ready) -> Option<(KeyMut<'_, F, D>, Events)> {
+        let (fd, events) = match self.live(&r) {
+            Some((_, events)) => (r.fd, events),
+            None => self.next_ready()?,
+        };
         Some((KeyMut::of(&mut self.known_slot_mut(fd).key), events))
     }
 
@@ -417,19 +448,22 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// The key registered for `fd`.
+    // The table first: a key found means the selector is open (closing
+    // empties the table), so the usual call is the lookup alone.
     pub fn get_key(&self, fd: RawFd) -> Result<&SelectorKey<F, D>> {
-        if self.backend.is_none() {
-            return Err(Error::Closed);
+        match self.table.get(fd) {
+            Some(slot) => Ok(&slot.key),
+            None => Err(no_key(self.backend.is_none(), fd)),
         }
-        Ok(&lookup(&self.table, fd)?.key)
     }
 
     /// Mutable access to `fd`'s file object and data.
     pub fn get_key_mut(&mut self, fd: RawFd) -> Result<KeyMut<'_, F, D>> {
-        if self.backend.is_none() {
-            return Err(Error::Closed);
+        let closed = self.backend.is_none();
+        match self.table.get_mut(fd) {
+            Some(slot) => Ok(KeyMut::of(&mut slot.key)),
+            None => Err(no_key(closed, fd)),
         }
-        Ok(KeyMut::of(&mut registered(self.table.get_mut(fd), fd)?.key))
     }
 
     /// A read-only view of every registration (empty once closed).
@@ -471,6 +505,23 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 }
 
+/// The events to report for the stored ready entry `r` of `slot`'s
+/// descriptor, if `r` is of that registration and for one of its events.
+#[inline]
+fn live_events<F, D>(slot: &Slot<F, D>, r: &Ready) -> Option<Events> {
+    let events = readiness(r.bits) & slot.key.events;
+    (tag(slot.serial) == r.serial && !events.is_empty()).then_some(events)
+}
+
+/// [`live_events`] for an entry beyond the dense table, out of line.
+// Given the table alone, so that the caller's stores elsewhere (the
+// cursor) need not be made before the call.
+#[cold]
+#[inline(never)]
+fn live_far<F, D>(table: &KeyTable<F, D>, r: &Ready) -> Option<Events> {
+    live_events(table.get(r.fd)?, r)
+}
+
 /// The 32-bit tag of a registration's serial, as stored with ready events.
 fn tag(serial: u64) -> u32 {
     serial as u32
@@ -485,18 +536,24 @@ fn make_room(ready: &mut ReadyList, registered: usize) {
     grow_cleared(&mut ready.entries, registered);
 }
 
-/// The slot of `fd`: `InvalidFd` for a negative number (Python's
-/// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
-fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
-    registered(table.get(fd), fd)
+/// What the table `found` for `fd` of an open selector: `InvalidFd` for a
+/// negative number (Python's `ValueError`, and never in the table),
+/// `NotRegistered` for an unknown one (`KeyError`).
+fn registered<T>(found: Option<T>, fd: RawFd) -> Result<T> {
+    found.ok_or_else(|| no_key(false, fd))
 }
 
-/// What the table `found` for `fd`, or the error of [`lookup`].
-fn registered<T>(found: Option<T>, fd: RawFd) -> Result<T> {
-    if fd < 0 {
-        return Err(Error::InvalidFd(fd));
+/// Why `fd` has no key, in CPython's order: the selector is `closed`, the
+/// number is negative, or it is not registered.
+#[cold]
+fn no_key(closed: bool, fd: RawFd) -> Error {
+    if closed {
+        Error::Closed
+    } else if fd < 0 {
+        Error::InvalidFd(fd)
+    } else {
+        Error::NotRegistered(fd)
     }
-    found.ok_or(Error::NotRegistered(fd))
 }
 
 impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
