@@ -498,10 +498,12 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// the selector owns). Idempotent; every later call but `close`
     /// returns [`Error::Closed`]. Dropping the selector closes it too.
     pub fn close(&mut self) {
+        // The keys last, and out of the table before any is dropped: a
+        // file object's `Drop` that panics leaves a closed, empty selector.
         self.backend = None;
-        self.table.clear();
         self.ready.entries.clear();
         self.cursor = 0;
+        self.table.clear();
     }
 }
 
