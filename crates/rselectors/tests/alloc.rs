@@ -170,9 +170,8 @@ fn steady_state_select_allocates_nothing<M: BackendUnderTest>() {
     assert!(allocations_during(|| drop(black_box(vec![1u8; 16]))) > 0);
 }
 
-/// Most a registration may allocate, wherever its descriptor is: the old
-/// table took a slot (32-40 bytes) per number up to the highest, 800 kB at
-/// 20,000.
+/// Most a registration may allocate, wherever its descriptor is: far below
+/// a slot per number up to a high descriptor.
 const SMALL: u64 = 64 * 1024;
 /// What a selector may keep after every registration went (the poll
 /// backend keeps its `pollfd` vector's capacity).
