@@ -67,6 +67,7 @@
 
 mod error;
 mod events;
+mod fdmap;
 mod key;
 mod selector;
 #[allow(unsafe_code)]

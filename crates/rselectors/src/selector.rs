@@ -1,14 +1,11 @@
 //! The generic front: every rule of the selectors API, for any backend.
 
-use crate::sys::{
-    grow_cleared, readiness, AnyBackend, Backend, BackendKind, Ready, ReadyList, Waiter,
-};
+use crate::sys::{readiness, AnyBackend, Backend, BackendKind, Ready, ReadyList};
 use crate::table::{KeyTable, Map, Slot};
 use crate::{Error, Events, KeyMut, Rejected, Result, SelectorKey};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
 
 /// A selector: Python's `BaseSelector`, over the backend `B`, owning file
 /// objects of type `F` with data of type `D`.
@@ -148,9 +145,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn unregister(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
         // The OS may have forgotten the descriptor already (closed, EBADF /
         // ENOENT); CPython ignores that too, and the key goes either way.
-        self.take_key(fd, |backend| {
-            let _ = backend.remove(fd);
-        })
+        self.take_key(fd, false)
     }
 
     /// Unregisters `fd`, whose file the caller closes right away, and
@@ -165,22 +160,27 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// a later registration of the same number.
     #[inline(always)]
     pub fn unregister_closing(&mut self, fd: RawFd) -> Result<SelectorKey<F, D>> {
-        self.take_key(fd, |backend| {
-            let _ = backend.forget(fd);
-        })
+        self.take_key(fd, true)
     }
 
-    /// Removes `fd`'s key from the table, telling the backend with `tell`.
+    /// Removes `fd`'s key from the table and tells the backend, which
+    /// `forget`s it if the file is `closing`, or `remove`s it.
     // Always inlined (with `unregister_closing`): the key then goes
     // straight from its slot to the caller, not through two `Result`s.
+    // A flag rather than a closure: the closure was left out of line once
+    // the poll backend's `remove` grew.
     #[inline(always)]
-    fn take_key(&mut self, fd: RawFd, tell: impl FnOnce(&mut B)) -> Result<SelectorKey<F, D>> {
+    fn take_key(&mut self, fd: RawFd, closing: bool) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         if fd < 0 {
             return Err(Error::InvalidFd(fd));
         }
         let slot = self.table.remove(fd).ok_or(Error::NotRegistered(fd))?;
-        tell(backend);
+        let _ = if closing {
+            backend.forget(fd)
+        } else {
+            backend.remove(fd)
+        };
         Ok(slot.key)
     }
 
@@ -231,140 +231,13 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         }
     }
 
-    /// Waits until a registered file object is ready or `timeout` passes
-    /// (`None`: no limit; zero: just look), and returns how many ready
-    /// events it found. Take them with [`Selector::next_ready`] (or read
-    /// them with [`Selector::ready_keys`]), which skips any whose
-    /// registration has gone since (so the count is an upper bound once
-    /// the caller unregisters something).
-    ///
-    /// A timeout below the backend's resolution is rounded up, never down
-    /// to a busy poll. A signal (`EINTR`) does not end the wait early: it
-    /// resumes with the time that remains (PEP 475). To end it from
-    /// another thread or a signal handler, register a [`crate::Waker`].
-    pub fn select(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let deadline = match timeout {
-            Some(t) if !t.is_zero() => Instant::now().checked_add(t),
-            _ => None,
-        };
-        match self.select_once(timeout) {
-            Err(e) if e.is_interrupted() => self.select_after_interrupt(timeout, deadline),
-            other => other,
-        }
-    }
-
-    /// [`Selector::select`] after a wait was interrupted: waits again for
-    /// what remains until `deadline` (if `timeout` had one), until a wait
-    /// is not interrupted. Out of line, so a server's hot loop does not
-    /// carry a second copy of the wait.
-    #[cold]
-    #[inline(never)]
-    fn select_after_interrupt(
-        &mut self,
-        timeout: Option<Duration>,
-        deadline: Option<Instant>,
-    ) -> Result<usize> {
-        loop {
-            let wait = deadline.map_or(timeout, |d| {
-                Some(d.saturating_duration_since(Instant::now()))
-            });
-            match self.select_once(wait) {
-                Err(e) if e.is_interrupted() => {}
-                other => return other,
-            }
-        }
-    }
-
-    /// One wait, one system call: like [`Selector::select`] but returns
-    /// `EINTR` (see [`Error::is_interrupted`]) instead of retrying, for
-    /// callers that act on signals (Python runs its handlers then).
-    // Always inlined: a server's wait is this, a few checks around the
-    // system call; out of line its result went through memory.
-    #[inline(always)]
-    pub fn select_once(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        self.cursor = 0;
-        make_room(&mut self.ready, self.table.len());
-        // Asked before the wait, where the compiler can fold it into the
-        // wait's own choice of backend.
-        let tagged = backend.tags_events();
-        backend.wait(&mut self.ready, timeout)?;
-        if tagged {
-            // Each event names its registration: checked as it is taken.
-            Ok(self.ready.entries.len())
-        } else {
-            Ok(self.resolve_ready(u64::MAX))
-        }
-    }
-
-    /// Keeps the ready entries of registrations older than `serial_limit`
-    /// that are ready for one of their key's events, stamped with the
-    /// registration's serial.
-    // Out of line: the backends that need it scan a table per wait anyway,
-    // and an epoll server's hot loop then does not carry it.
-    #[inline(never)]
-    fn resolve_ready(&mut self, serial_limit: u64) -> usize {
-        let table = &self.table;
-        self.ready.entries.retain_mut(|r| match table.get(r.fd) {
-            Some(slot) if slot.serial < serial_limit => {
-                r.serial = tag(slot.serial);
-                readiness(r.bits).intersects(slot.key.events)
-            }
-            _ => false,
-        });
-        self.ready.entries.len()
-    }
-
     /// The key of a stored ready entry, and the events to report, if its
     /// registration still stands: the one check every way of taking events
     /// goes through.
     #[inline]
     fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
         let slot = self.table.get(r.fd)?;
-        let events = readiness(r.bits) & slot.key.events;
-        (tag(slot.serial) == r.serial && !events.is_empty()).then_some((&slot.key, events))
-    }
-
-    /// Takes a wait out of the selector, to run where the selector is not
-    /// borrowed: a binding releases its lock (Python: the GIL) while it
-    /// waits, so other threads can register, unregister or close
-    /// meanwhile, as they can with CPython's selectors. Give the result to
-    /// [`Selector::attach_wait`].
-    ///
-    /// Ordinary Rust code wants [`Selector::select`] (and a [`crate::Waker`]
-    /// to stop it from another thread).
-    pub fn detach_wait(&mut self) -> Result<DetachedWait<B::Waiter>> {
-        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        let mut ready = std::mem::take(&mut self.ready);
-        self.cursor = 0;
-        make_room(&mut ready, self.table.len());
-        Ok(DetachedWait {
-            waiter: backend.detach(),
-            ready,
-            first_new_serial: self.next_serial,
-        })
-    }
-
-    /// Brings back a detached wait and makes its results those of the
-    /// last `select` (see [`Selector::next_ready`]); returns how many are
-    /// ready. Results for registrations removed meanwhile are never
-    /// delivered. An epoll wait watches the live interest set, so it also
-    /// reports registrations made meanwhile, as CPython's does (each event
-    /// names its registration, so one for the file that had the number
-    /// before is told apart). A wait on a snapshot (poll, select) saw only
-    /// the files registered when it was detached: its results for numbers
-    /// registered since are dropped, and the next `select` reports them.
-    pub fn attach_wait(&mut self, wait: DetachedWait<B::Waiter>) -> Result<usize> {
-        let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        let tagged = wait.waiter.tags_events();
-        backend.reattach(wait.waiter);
-        self.ready = wait.ready;
-        self.cursor = 0;
-        if tagged {
-            Ok(self.ready.entries.len())
-        } else {
-            Ok(self.resolve_ready(wait.first_new_serial))
-        }
+        Some((&slot.key, live_events(slot, r)?))
     }
 
     /// The next ready descriptor of the last `select`, with the events it
@@ -378,8 +251,21 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         loop {
             let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            if let Some((_, events)) = self.live(&r) {
-                return Some((r.fd, events));
+            // A key beyond the dense table is looked up out of line, on a
+            // path of its own: the common path stays one bounds check and
+            // one load, which the caller's own lookup of the key reuses.
+            match self.table.get_dense(r.fd) {
+                Some(Some(slot)) => {
+                    if let Some(events) = live_events(slot, &r) {
+                        return Some((r.fd, events));
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(events) = live_far(&self.table, &r) {
+                        return Some((r.fd, events));
+                    }
+                }
             }
         }
     }
@@ -391,20 +277,28 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn next_ready_mut(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
         let r = *self.ready.entries.get(self.cursor)?;
         self.cursor += 1;
-        match self.live(&r) {
-            Some((_, events)) => Some((KeyMut::of(&mut self.known_slot_mut(r.fd).key), events)),
-            // An event whose registration has gone is rare (the handler of
-            // an earlier event of this wait removed it): skipping it is out
-            // of line, so the loop around this call stays small.
-            None => self.next_ready_mut_skipping(),
+        if let Some(Some(slot)) = self.table.get_dense(r.fd) {
+            if let Some(events) = live_events(slot, &r) {
+                // The lookup just made, reused.
+                return Some((KeyMut::of(&mut self.known_slot_mut(r.fd).key), events));
+            }
         }
+        // Rare: a key beyond the dense table, or an event whose
+        // registration has gone (the handler of an earlier event of this
+        // wait removed it). Out of line, so the loop around this call
+        // stays small.
+        self.next_ready_mut_slow(r)
     }
 
-    /// [`Selector::next_ready_mut`] after an entry that was not live.
+    /// [`Selector::next_ready_mut`] for an entry `r` that was not live in
+    /// the dense table.
     #[cold]
     #[inline(never)]
-    fn next_ready_mut_skipping(&mut self) -> Option<(KeyMut<'_, F, D>, Events)> {
-        let (fd, events) = self.next_ready()?;
+    fn next_ready_mut_slow(&mut self, r: Ready) -> Option<(KeyMut<'_, F, D>, Events)> {
+        let (fd, events) = match self.live(&r) {
+            Some((_, events)) => (r.fd, events),
+            None => self.next_ready()?,
+        };
         Some((KeyMut::of(&mut self.known_slot_mut(fd).key), events))
     }
 
@@ -417,19 +311,22 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// The key registered for `fd`.
+    // The table first: a key found means the selector is open (closing
+    // empties the table), so the usual call is the lookup alone.
     pub fn get_key(&self, fd: RawFd) -> Result<&SelectorKey<F, D>> {
-        if self.backend.is_none() {
-            return Err(Error::Closed);
+        match self.table.get(fd) {
+            Some(slot) => Ok(&slot.key),
+            None => Err(no_key(self.backend.is_none(), fd)),
         }
-        Ok(&lookup(&self.table, fd)?.key)
     }
 
     /// Mutable access to `fd`'s file object and data.
     pub fn get_key_mut(&mut self, fd: RawFd) -> Result<KeyMut<'_, F, D>> {
-        if self.backend.is_none() {
-            return Err(Error::Closed);
+        let closed = self.backend.is_none();
+        match self.table.get_mut(fd) {
+            Some(slot) => Ok(KeyMut::of(&mut slot.key)),
+            None => Err(no_key(closed, fd)),
         }
-        Ok(KeyMut::of(&mut registered(self.table.get_mut(fd), fd)?.key))
     }
 
     /// A read-only view of every registration (empty once closed).
@@ -464,11 +361,30 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// the selector owns). Idempotent; every later call but `close`
     /// returns [`Error::Closed`]. Dropping the selector closes it too.
     pub fn close(&mut self) {
+        // The keys last, and out of the table before any is dropped: a
+        // file object's `Drop` that panics leaves a closed, empty selector.
         self.backend = None;
-        self.table.clear();
         self.ready.entries.clear();
         self.cursor = 0;
+        self.table.clear();
     }
+}
+
+/// The events to report for the stored ready entry `r` of `slot`'s
+/// descriptor, if `r` is of that registration and for one of its events.
+#[inline]
+fn live_events<F, D>(slot: &Slot<F, D>, r: &Ready) -> Option<Events> {
+    let events = readiness(r.bits) & slot.key.events;
+    (tag(slot.serial) == r.serial && !events.is_empty()).then_some(events)
+}
+
+/// [`live_events`] for an entry beyond the dense table, out of line.
+// Given the table alone, so that the caller's stores elsewhere (the
+// cursor) need not be made before the call.
+#[cold]
+#[inline(never)]
+fn live_far<F, D>(table: &KeyTable<F, D>, r: &Ready) -> Option<Events> {
+    live_events(table.get(r.fd)?, r)
 }
 
 /// The 32-bit tag of a registration's serial, as stored with ready events.
@@ -476,27 +392,24 @@ fn tag(serial: u64) -> u32 {
     serial as u32
 }
 
-/// Empties `ready` and gives it room for one entry per registration, so
-/// that a backend's `wait` never allocates; in steady state this is one
-/// comparison. (With nothing registered, epoll's wait makes room for the
-/// one entry it must offer the kernel.)
-fn make_room(ready: &mut ReadyList, registered: usize) {
-    ready.entries.clear();
-    grow_cleared(&mut ready.entries, registered);
-}
-
-/// The slot of `fd`: `InvalidFd` for a negative number (Python's
-/// `ValueError`), `NotRegistered` for an unknown one (`KeyError`).
-fn lookup<F, D>(table: &KeyTable<F, D>, fd: RawFd) -> Result<&Slot<F, D>> {
-    registered(table.get(fd), fd)
-}
-
-/// What the table `found` for `fd`, or the error of [`lookup`].
+/// What the table `found` for `fd` of an open selector: `InvalidFd` for a
+/// negative number (Python's `ValueError`, and never in the table),
+/// `NotRegistered` for an unknown one (`KeyError`).
 fn registered<T>(found: Option<T>, fd: RawFd) -> Result<T> {
-    if fd < 0 {
-        return Err(Error::InvalidFd(fd));
+    found.ok_or_else(|| no_key(false, fd))
+}
+
+/// Why `fd` has no key, in CPython's order: the selector is `closed`, the
+/// number is negative, or it is not registered.
+#[cold]
+fn no_key(closed: bool, fd: RawFd) -> Error {
+    if closed {
+        Error::Closed
+    } else if fd < 0 {
+        Error::InvalidFd(fd)
+    } else {
+        Error::NotRegistered(fd)
     }
-    found.ok_or(Error::NotRegistered(fd))
 }
 
 impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
@@ -508,23 +421,9 @@ impl<B: Backend, F: AsRawFd, D> fmt::Debug for Selector<B, F, D> {
     }
 }
 
-/// A wait taken out of a selector by [`Selector::detach_wait`]; `Send`, and
-/// borrows nothing, so it can wait on another thread or without a lock.
-#[derive(Debug)]
-pub struct DetachedWait<W> {
-    waiter: W,
-    ready: ReadyList,
-    /// Registrations from this serial on were made after the wait was
-    /// detached; what it saw for their descriptor numbers was another file.
-    first_new_serial: u64,
-}
+mod wait;
 
-impl<W: Waiter> DetachedWait<W> {
-    /// One wait, one system call; `EINTR` is returned (see
-    /// [`Error::is_interrupted`]) for the caller to retry. Results replace
-    /// those of an earlier call on this `DetachedWait`.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
-        self.ready.entries.clear();
-        Ok(self.waiter.wait(&mut self.ready, timeout)?)
-    }
-}
+pub use wait::DetachedWait;
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,7 @@
-//! The fd-to-key table: O(1) lookup by descriptor, no moves.
+//! The fd-to-key table: O(1) lookup by descriptor, no moves, memory
+//! proportional to what is registered (see [`FdMap`]).
 
+use crate::fdmap::{FdMap, Values};
 use crate::SelectorKey;
 use std::os::fd::RawFd;
 
@@ -10,82 +12,71 @@ pub(crate) struct Slot<F, D> {
     pub(crate) serial: u64,
 }
 
-/// Keys indexed by descriptor: `slots[fd]` holds `fd`'s registration.
-///
-/// Descriptors are small dense integers (the kernel hands out the lowest
-/// free number), so a vector indexed by fd is the fastest map: an event
-/// finds its key with one load, and nothing moves on insert or remove (the
-/// choice of libev and of a hand-written epoll loop). The price is one
-/// slot per descriptor number up to the highest registered, used or not.
+/// Keys by descriptor: a vector indexed by fd for the small, dense numbers
+/// the kernel hands out, so an event finds its key with one load, and an
+/// ordered map for the few far beyond them ([`FdMap`]).
 pub(crate) struct KeyTable<F, D> {
-    slots: Vec<Option<Slot<F, D>>>,
-    len: usize,
+    slots: FdMap<Slot<F, D>>,
 }
 
 impl<F, D> KeyTable<F, D> {
     pub(crate) fn new() -> Self {
         KeyTable {
-            slots: Vec::new(),
-            len: 0,
+            slots: FdMap::new(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// `fd`'s slot, if it is registered.
     #[inline]
     pub(crate) fn get(&self, fd: RawFd) -> Option<&Slot<F, D>> {
-        // A negative number wraps to one past any index, like a large one.
-        self.slots.get(fd as u32 as usize)?.as_ref()
+        self.slots.get(fd)
+    }
+
+    /// `fd`'s place in the dense part of the table (`Some(None)`: not
+    /// registered), or `None` for a descriptor beyond it, which only
+    /// [`KeyTable::get`] finds.
+    #[inline]
+    pub(crate) fn get_dense(&self, fd: RawFd) -> Option<Option<&Slot<F, D>>> {
+        self.slots.get_dense(fd)
+    }
+
+    /// True if every key is in the dense part ([`KeyTable::get_dense`]).
+    pub(crate) fn is_dense(&self) -> bool {
+        self.slots.is_dense()
     }
 
     /// `fd`'s slot, mutable, if it is registered.
     #[inline]
     pub(crate) fn get_mut(&mut self, fd: RawFd) -> Option<&mut Slot<F, D>> {
-        self.slots.get_mut(fd as u32 as usize)?.as_mut()
+        self.slots.get_mut(fd)
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
     // Always inlined into `register`, where it is the whole fast path.
     #[inline(always)]
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
-        let fd = slot.key.fd as usize;
-        debug_assert!(self.get(slot.key.fd).is_none());
-        if fd >= self.slots.len() {
-            self.grow(fd);
-        }
-        self.len += 1;
-        self.slots[fd].insert(slot)
-    }
-
-    /// Makes room for descriptor number `fd`.
-    #[cold]
-    #[inline(never)]
-    fn grow(&mut self, fd: usize) {
-        // `resize_with` reserves with amortised doubling, so a run of
-        // increasing descriptors does not reallocate every time.
-        self.slots.resize_with(fd + 1, || None);
+        self.slots.insert(slot.key.fd, slot)
     }
 
     /// Takes `fd`'s slot out, if it is registered.
     #[inline]
     pub(crate) fn remove(&mut self, fd: RawFd) -> Option<Slot<F, D>> {
-        let slot = self.slots.get_mut(fd as u32 as usize)?.take()?;
-        self.len -= 1;
-        Some(slot)
+        self.slots.remove(fd)
     }
 
+    /// Drops every key; the table is empty and consistent even if a file
+    /// object's `Drop` panics meanwhile.
     pub(crate) fn clear(&mut self) {
         self.slots.clear();
-        self.len = 0;
     }
 
     pub(crate) fn keys(&self) -> Keys<'_, F, D> {
         Keys {
-            inner: self.slots.iter(),
-            left: self.len,
+            inner: self.slots.values(),
         }
     }
 }
@@ -145,25 +136,18 @@ impl<F, D> Copy for Map<'_, F, D> {}
 
 /// Iterator over registered keys, from [`Map::iter`].
 pub struct Keys<'a, F, D> {
-    inner: std::slice::Iter<'a, Option<Slot<F, D>>>,
-    /// Keys not yielded yet: the iterator stops at the last one.
-    left: usize,
+    inner: Values<'a, Slot<F, D>>,
 }
 
 impl<'a, F, D> Iterator for Keys<'a, F, D> {
     type Item = &'a SelectorKey<F, D>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        let slot = self.inner.by_ref().flatten().next()?;
-        self.left -= 1;
-        Some(&slot.key)
+        self.inner.next().map(|slot| &slot.key)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        self.inner.size_hint()
     }
 }
 

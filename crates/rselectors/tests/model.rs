@@ -15,13 +15,20 @@
 //!   poll(2) reports `POLLNVAL`, i.e. both events.
 //! - A pipe's read end whose writer is gone: poll and epoll report the
 //!   hang-up to a WRITE interest too; select(2) counts it as readable only.
+//! - select(2) refuses a descriptor at or above `FD_SETSIZE` (`ValueError`).
+//!
+//! The files sit at small descriptor numbers, as the kernel hands them out,
+//! and at high ones far apart (see [`World::new`]), so that the key table
+//! and the poll backend's index hold some in their dense part and some
+//! beyond it.
 //!
 //! `PROPTEST_CASES` overrides the number of cases (256 by default).
 
 mod common;
 
 use common::{
-    AnyEpoll, AnyPoll, AnySelect, BackendUnderTest, EpollDirect, PollDirect, SelectDirect,
+    dup_at_least, raise_fd_limit, AnyEpoll, AnyPoll, AnySelect, BackendUnderTest, EpollDirect,
+    PollDirect, SelectDirect,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -122,17 +129,24 @@ struct World {
 }
 
 impl World {
+    /// Two socket pairs and two pipes: the first pair and pipe where the
+    /// kernel puts them (small numbers), the second pair moved to numbers
+    /// far beyond them but below `FD_SETSIZE`, the second pipe to numbers
+    /// above it when the descriptor limit allows (select refuses those).
     fn new() -> World {
+        let far = far_numbers();
         let mut files = Vec::new();
-        for _ in 0..2 {
+        for pair in 0..2 {
             let (a, b) = UnixStream::pair().unwrap();
-            files.push(File::from(OwnedFd::from(a)));
-            files.push(File::from(OwnedFd::from(b)));
+            for end in [OwnedFd::from(a), OwnedFd::from(b)] {
+                files.push(File::from(moved(end, (pair == 1).then_some(far.0))));
+            }
         }
-        for _ in 0..2 {
+        for pipe in 0..2 {
             let (rd, wr) = std::io::pipe().unwrap();
-            files.push(File::from(OwnedFd::from(rd)));
-            files.push(File::from(OwnedFd::from(wr)));
+            for end in [OwnedFd::from(rd), OwnedFd::from(wr)] {
+                files.push(File::from(moved(end, (pipe == 1).then_some(far.1))));
+            }
         }
         World {
             fds: files.iter().map(|f| f.as_raw_fd()).collect(),
@@ -201,6 +215,26 @@ impl World {
             }
         }
         events
+    }
+}
+
+/// Where `World::new` moves its far files: a number well beyond the small
+/// ones but below `FD_SETSIZE`, and one above `FD_SETSIZE` (or, if the
+/// descriptor limit cannot be raised to it, a second one below).
+fn far_numbers() -> (RawFd, RawFd) {
+    let setsize = libc::FD_SETSIZE as RawFd;
+    let above = 4 * setsize;
+    match raise_fd_limit(above as u64 + 64) {
+        Ok(_) => (setsize / 2, above),
+        Err(_) => (setsize / 2, setsize - 64),
+    }
+}
+
+/// `end`, moved to the lowest free number at or above `at` if there is one.
+fn moved(end: OwnedFd, at: Option<RawFd>) -> OwnedFd {
+    match at {
+        Some(at) => dup_at_least(&end, at).expect("F_DUPFD"),
+        None => end,
     }
 }
 
@@ -325,9 +359,12 @@ impl Lockstep {
                 let (fd, events) = (self.world.fds[file], Events::from_bits_retain(mask));
                 for (name, sel, model) in &mut self.subjects {
                     let open = self.world.is_open(file);
+                    let too_high =
+                        model.kind == BackendKind::Select && fd >= libc::FD_SETSIZE as RawFd;
                     let expected = match model.keys.entry(file) {
                         _ if !events.is_valid_mask() => Err(ErrorKind::Value),
                         Entry::Occupied(_) => Err(ErrorKind::Key),
+                        Entry::Vacant(_) if too_high => Err(ErrorKind::Value),
                         // Every backend refuses a closed descriptor (EBADF).
                         Entry::Vacant(_) if !open => Err(ErrorKind::Os),
                         Entry::Vacant(slot) => {

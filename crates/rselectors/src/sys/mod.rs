@@ -62,7 +62,9 @@ pub trait Backend {
 
     /// Waits up to `timeout` (`None`: forever) with one system call, and
     /// pushes each ready descriptor once onto `ready` (which comes empty),
-    /// with the kernel's `poll(2)`-style bits as they came back.
+    /// with the kernel's `poll(2)`-style bits as they came back. The
+    /// selector asks for at most 24.8 days (`c_int::MAX` ms) and waits
+    /// longer in turns; a backend cuts a longer `timeout` to that.
     ///
     /// The selector turns them into [`Events`] when the event is taken
     /// (see `readiness`) and masks with the key. It gives `ready` room for
@@ -259,9 +261,21 @@ fn reallocate<T>(buffer: &mut Vec<T>, wanted: usize) {
     *buffer = Vec::with_capacity(wanted.max(2 * buffer.capacity()));
 }
 
+/// The longest one wait may last: `poll(2)` and `epoll_wait(2)` take
+/// whole milliseconds in a C `int` (24.8 days). The selector waits longer
+/// in turns of at most this. 50 ms in this crate's unit tests, so that the
+/// turns are tested in real time.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(MAX_WAIT_MS);
+const MAX_WAIT_MS: u64 = if cfg!(test) {
+    50
+} else {
+    libc::c_int::MAX as u64
+};
+
 /// `timeout` in whole milliseconds for `poll(2)` / `epoll_wait(2)`:
 /// `-1` for none, rounded up (a 1 µs wait must not become a busy 0 ms
-/// poll) and saturated (a huge wait must not wrap around to negative).
+/// poll) and cut to [`MAX_WAIT`] (a huge wait must not wrap around to
+/// negative; the selector waits for the rest).
 pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
@@ -271,7 +285,7 @@ pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
                 .as_secs()
                 .saturating_mul(1_000)
                 .saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
-            ms.min(libc::c_int::MAX as u64) as libc::c_int
+            ms.min(MAX_WAIT_MS) as libc::c_int
         }
     }
 }
@@ -529,8 +543,30 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 #[cfg(test)]
 mod tests {
-    use super::{readiness, AnyBackend};
+    use super::{readiness, timeout_millis, AnyBackend, MAX_WAIT};
     use crate::Events;
+    use std::time::Duration;
+
+    /// Rounded up, never to a busy 0 ms poll; cut to `MAX_WAIT`, never
+    /// wrapped around to a negative (infinite) or short wait.
+    #[test]
+    fn timeouts_become_milliseconds_up_to_the_longest_wait() {
+        let max = MAX_WAIT.as_millis() as libc::c_int;
+        let cases = [
+            (None, -1),
+            (Some(Duration::ZERO), 0),
+            (Some(Duration::from_nanos(1)), 1),
+            (Some(Duration::from_micros(1_001)), 2),
+            (Some(Duration::from_millis(7)), 7),
+            (Some(MAX_WAIT), max),
+            (Some(MAX_WAIT + Duration::from_nanos(1)), max),
+            (Some(Duration::from_millis(1 << 32)), max),
+            (Some(Duration::MAX), max),
+        ];
+        for (timeout, ms) in cases {
+            assert_eq!(timeout_millis(timeout), ms, "{timeout:?}");
+        }
+    }
 
     /// The run-time-chosen backend stays small (select's `fd_set`s are
     /// boxed), so an `AnySelector`'s busy fields share few cache lines.

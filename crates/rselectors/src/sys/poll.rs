@@ -1,6 +1,7 @@
 //! `poll(2)`: one `pollfd` per descriptor, kept between calls.
 
 use super::{check_open, cvt, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
+use crate::fdmap::FdMap;
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -10,8 +11,9 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct PollBackend {
     pollfds: Vec<libc::pollfd>,
-    /// `position[fd]` is the index of fd's entry in `pollfds`.
-    position: Vec<u32>,
+    /// The index of each watched descriptor's entry in `pollfds`, in
+    /// memory proportional to their count, not to their numbers.
+    position: FdMap<u32>,
     /// Counts changes to `pollfds`, to tell whether a snapshot is current.
     generation: u64,
     /// The last detached waiter's snapshot, kept for reuse.
@@ -55,11 +57,15 @@ fn wait_into(
 
 impl PollBackend {
     fn slot(&mut self, fd: RawFd) -> io::Result<&mut libc::pollfd> {
-        let i = self.position.get(fd as usize).copied();
+        let i = self.position.get(fd).copied();
         i.and_then(|i| self.pollfds.get_mut(i as usize))
             .filter(|p| p.fd == fd)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+            .ok_or_else(not_watched)
     }
+}
+
+fn not_watched() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
 }
 
 impl Backend for PollBackend {
@@ -74,15 +80,12 @@ impl Backend for PollBackend {
     }
 
     fn add(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
-        // poll(2) takes any number; refuse a closed one as epoll does (and
-        // before the index is sized by it: `Fd(i32::MAX)` must not cost 8 GiB).
+        // poll(2) takes any number; refuse a closed one as epoll does.
         check_open(fd)?;
-        let i = fd as usize;
-        if i >= self.position.len() {
-            self.position.resize(i + 1, u32::MAX);
+        if !self.position.insert_new(fd, self.pollfds.len() as u32) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         self.generation += 1;
-        self.position[i] = self.pollfds.len() as u32;
         self.pollfds.push(libc::pollfd {
             fd,
             events: poll_bits(events),
@@ -97,14 +100,16 @@ impl Backend for PollBackend {
         Ok(())
     }
 
+    // Inlined into `unregister`: out of line, a call and a frame each time.
+    #[inline(always)]
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        self.slot(fd)?;
-        let i = self.position[fd as usize] as usize;
-        self.position[fd as usize] = u32::MAX;
+        let i = self.position.remove(fd).ok_or_else(not_watched)? as usize;
         self.pollfds.swap_remove(i);
         self.generation += 1;
         if let Some(moved) = self.pollfds.get(i) {
-            self.position[moved.fd as usize] = i as u32;
+            if let Some(position) = self.position.get_mut(moved.fd) {
+                *position = i as u32;
+            }
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! `select(2)`: two `fd_set`s, limited to descriptors below `FD_SETSIZE`.
 
-use super::{check_open, cvt, Backend, ReadyList, Waiter};
+use super::{check_open, cvt, Backend, ReadyList, Waiter, MAX_WAIT};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -146,11 +146,12 @@ impl std::fmt::Debug for SelectWaiter {
 impl Waiter for SelectWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         let (mut readable, mut writable) = (self.readers, self.writers);
-        // Round up to the microsecond; cap the seconds far below time_t's
-        // range so the kernel's arithmetic cannot overflow.
+        // Round up to the microsecond; cut to MAX_WAIT as poll and epoll
+        // are (the selector waits for the rest), far below time_t's range.
         let mut tv = timeout.map(|t| {
+            let t = t.min(MAX_WAIT);
             let micros = t.subsec_nanos().div_ceil(1_000);
-            let secs = t.as_secs().min(i32::MAX as u64) + u64::from(micros / 1_000_000);
+            let secs = t.as_secs() + u64::from(micros / 1_000_000);
             libc::timeval {
                 tv_sec: secs as libc::time_t,
                 tv_usec: (micros % 1_000_000) as libc::suseconds_t,

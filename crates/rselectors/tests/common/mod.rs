@@ -233,6 +233,21 @@ pub fn raise_fd_limit(wanted: u64) -> Result<u64, String> {
     Ok(wanted)
 }
 
+/// Raises the soft `RLIMIT_NOFILE` as far as the hard limit allows (at most
+/// 2^21), and returns the soft limit in force: the highest descriptor the
+/// OS can hand out is one below it.
+pub fn raise_fd_limit_to_hard() -> Result<u64, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
+    }
+    raise_fd_limit(limit.rlim_max.min(1 << 21).max(limit.rlim_cur))
+}
+
 thread_local! {
     /// SIGALRMs handled on this thread. A `const` thread-local without a
     /// destructor is a plain TLS slot, so the handler may touch it.

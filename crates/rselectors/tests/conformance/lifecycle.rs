@@ -1,12 +1,15 @@
 //! `close`, dropping, `get_key`, `get_map` and `fileno`: CPython's
 //! `test_close`, `test_context_manager`, `test_get_key`, `test_get_map`
-//! and `test_fileno`.
+//! and `test_fileno`; and a `close` whose file object panics in `Drop`.
 
 use crate::common::{open, socketpair, BackendUnderTest};
 use rselectors::{BackendKind, Error, ErrorKind, Events};
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 crate::per_backend!(
@@ -16,6 +19,7 @@ crate::per_backend!(
     get_map_is_a_live_read_only_view,
     get_map_iterates_in_descriptor_order,
     fileno_is_the_kernel_object,
+    close_survives_a_panicking_drop,
 );
 
 /// True once the peer of `stream` was closed (a read returns end of file).
@@ -217,5 +221,78 @@ fn fileno_is_the_kernel_object<M: BackendUnderTest>() {
         }
         (None, None) => assert_ne!(M::KIND, BackendKind::Epoll),
         mixed => panic!("{mixed:?}"),
+    }
+}
+
+/// A file object that counts its drops, and panics in one if told to.
+struct Touchy {
+    stream: UnixStream,
+    panics: bool,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl AsRawFd for Touchy {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+        if self.panics && !std::thread::panicking() {
+            panic!("a file object's Drop panicked");
+        }
+    }
+}
+
+/// A file object's `Drop` that panics while `close` drops the keys leaves
+/// a selector that is closed, empty and consistent: every other key was
+/// dropped, the map and the count agree, every call reports it closed.
+fn close_survives_a_panicking_drop<M: BackendUnderTest>() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let mut sel = open::<M, Touchy, u32>();
+    let mut peers = Vec::new();
+    let mut fds = Vec::new();
+    for i in 0..3 {
+        let (stream, peer) = socketpair();
+        let dropped = Arc::clone(&dropped);
+        let touchy = Touchy {
+            stream,
+            panics: i == 1,
+            dropped,
+        };
+        fds.push(sel.register(touchy, Events::WRITE, i).unwrap().fd);
+        peers.push(peer);
+    }
+    assert_eq!(sel.select(Some(Duration::from_secs(5))).unwrap(), 3);
+
+    let unwound = catch_unwind(AssertUnwindSafe(|| sel.close()));
+    assert!(unwound.is_err(), "the Drop did panic");
+    assert_eq!(dropped.load(Ordering::SeqCst), 3, "every key was dropped");
+    assert!(sel.is_closed());
+    assert_eq!((sel.len(), sel.is_empty()), (0, true));
+    let map = sel.get_map();
+    assert_eq!((map.len(), map.iter().len(), map.iter().count()), (0, 0, 0));
+    assert!(!map.contains_key(fds[0]));
+    assert_eq!(sel.next_ready().map(|(fd, _)| fd), None);
+    assert_closed(sel.get_key(fds[2]).map(|_| ()));
+    assert_closed(sel.select(Some(Duration::ZERO)));
+    let (stream, _peer) = socketpair();
+    let again = Touchy {
+        stream,
+        panics: false,
+        dropped: Arc::clone(&dropped),
+    };
+    assert_closed(
+        sel.register(again, Events::READ, 9)
+            .map_err(|r| r.error)
+            .map(|_| ()),
+    );
+    sel.close();
+    // The rejected file object came back in `Rejected` and was dropped.
+    assert_eq!(dropped.load(Ordering::SeqCst), 4);
+    for peer in &peers {
+        assert!(peer_closed(peer), "the selector closed its file objects");
     }
 }

@@ -283,47 +283,63 @@ fn eintr_is_retried_with_the_remaining_time<M: BackendUnderTest>() {
     assert!(elapsed < timeout + SOON, "{elapsed:?}");
 }
 
-/// `select(None)` retries too; a `Waker` ends it.
+/// `select(None)` retries too, and so do waits longer than one system
+/// call can make (24.8 days, waited in turns), `Duration::MAX` included; a
+/// `Waker` ends them.
 fn eintr_is_retried_without_timeout<M: BackendUnderTest>() {
-    let waker = Waker::new().unwrap();
-    let registered = waker.clone();
-    let (started_tx, started_rx) = mpsc::channel();
-    let remote = waker.clone();
-    let stopper = thread::spawn(move || {
-        started_rx.recv().unwrap();
-        thread::sleep(Duration::from_millis(300));
-        remote.wake().unwrap();
-    });
-    let ((result, elapsed), signals) = under_sigalrm(move || {
-        let mut sel = open::<M, Waker, ()>();
-        sel.register(registered, Events::READ, ()).unwrap();
-        let start = Instant::now();
-        started_tx.send(()).unwrap();
-        let result = sel.select(None).map_err(|e| e.to_string());
-        (result, start.elapsed())
-    });
-    stopper.join().unwrap();
-    assert!(signals >= 1, "no signal arrived during the wait");
-    assert_eq!(result, Ok(1), "after {elapsed:?}");
-    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    for timeout in [None, Some(THIRTY_DAYS), Some(Duration::MAX)] {
+        let waker = Waker::new().unwrap();
+        let registered = waker.clone();
+        let (started_tx, started_rx) = mpsc::channel();
+        let remote = waker.clone();
+        let stopper = thread::spawn(move || {
+            started_rx.recv().unwrap();
+            thread::sleep(Duration::from_millis(300));
+            remote.wake().unwrap();
+        });
+        let ((result, elapsed), signals) = under_sigalrm(move || {
+            let mut sel = open::<M, Waker, ()>();
+            sel.register(registered, Events::READ, ()).unwrap();
+            let start = Instant::now();
+            started_tx.send(()).unwrap();
+            let result = sel.select(timeout).map_err(|e| e.to_string());
+            (result, start.elapsed())
+        });
+        stopper.join().unwrap();
+        assert!(
+            signals >= 1,
+            "{timeout:?}: no signal arrived during the wait"
+        );
+        assert_eq!(result, Ok(1), "{timeout:?}: after {elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    }
 }
+
+/// Longer than one system call can wait (`c_int::MAX` ms, 24.8 days).
+const THIRTY_DAYS: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// CPython's `test_select_interrupt_exc`: `select_once` hands `EINTR` to
 /// the caller (Python runs its signal handlers then), well before the
-/// timeout.
+/// timeout, however long.
 fn select_once_returns_eintr<M: BackendUnderTest>() {
     let (rd, wr) = socketpair();
     let ((result, elapsed), _signals) = under_sigalrm(move || {
         let mut sel = open::<M, UnixStream, ()>();
         sel.register(rd, Events::READ, ()).unwrap();
         let start = Instant::now();
-        let result = sel
-            .select_once(Some(Duration::from_secs(30)))
-            .map_err(|e| (e.is_interrupted(), e.kind(), e.raw_os_error()));
-        (result, start.elapsed())
+        let mut results = Vec::new();
+        // Also when the wait takes turns (beyond 24.8 days, or no limit).
+        for timeout in [Duration::from_secs(30), THIRTY_DAYS, Duration::MAX] {
+            let result = sel
+                .select_once(Some(timeout))
+                .map_err(|e| (e.is_interrupted(), e.kind(), e.raw_os_error()));
+            results.push(result);
+        }
+        (results, start.elapsed())
     });
     drop(wr);
-    assert_eq!(result, Err((true, ErrorKind::Os, Some(libc::EINTR))));
+    let eintr = Err((true, ErrorKind::Os, Some(libc::EINTR)));
+    assert_eq!(result, [eintr; 3]);
     assert!(elapsed < SOON, "{elapsed:?}");
 }
 
