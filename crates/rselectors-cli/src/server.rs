@@ -11,6 +11,7 @@
 
 mod accept;
 pub mod limits;
+use limits::IdleTimer;
 
 use crate::budget;
 use crate::conn::{is_disconnect, set_nodelay, Conn};
@@ -91,6 +92,8 @@ pub enum Source<C> {
     Waker(Waker),
     /// Standard input, read as console commands.
     Console(Stdin),
+    /// Ticks of the idle timeout (see [`limits`]).
+    IdleTimer(IdleTimer),
     /// A client connection and its state.
     Client(C),
 }
@@ -101,6 +104,7 @@ impl<C: Client> AsRawFd for Source<C> {
             Source::Listener(fd) => *fd,
             Source::Waker(waker) => waker.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
+            Source::IdleTimer(timer) => timer.as_raw_fd(),
             Source::Client(client) => client.conn().as_raw_fd(),
         }
     }
@@ -209,8 +213,10 @@ impl<C: Client> Server<C> {
         set_nodelay(&listener)?;
         let mut sel = AnySelector::with_kind(kind)?;
         sel.register(Source::Listener(listener.as_raw_fd()), Events::READ, ())?;
-        limits::wake_at_ticks(&waker);
         sel.register(Source::Waker(waker), Events::READ, ())?;
+        if let Some(timer) = IdleTimer::for_timeout()? {
+            sel.register(Source::IdleTimer(timer), Events::READ, ())?;
+        }
         debug!("selector: {kind}");
         Ok(Server {
             sel,
@@ -225,7 +231,7 @@ impl<C: Client> Server<C> {
             accept_warned: false,
             stats: Stats::default(),
             stop_reason: None,
-            tick: limits::current_tick(),
+            tick: 0,
             shed_at: None,
         })
     }
@@ -293,10 +299,13 @@ impl<C: Client> Server<C> {
                         // post made after this point wakes the loop again.
                         let _ = waker.reset();
                         self.take_signal();
-                        self.take_tick();
                         return Some(Event::Wake);
                     }
                     Source::Console(_) => return Some(Event::Console(fd)),
+                    Source::IdleTimer(_) => {
+                        self.idle_timer_ready(fd);
+                        continue;
+                    }
                 }
             };
             match step {
@@ -496,6 +505,7 @@ impl<C: Client> Server<C> {
                     }
                     Source::Waker(_) => "waker (other event loops)".to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
+                    Source::IdleTimer(_) => "idle timer (--idle-timeout)".to_owned(),
                     Source::Client(client) => {
                         let conn = client.conn();
                         let who = Who(client.peer(), key.fd);

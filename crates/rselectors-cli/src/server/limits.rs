@@ -9,20 +9,20 @@
 //! back-pressure level. A client that reads what it is sent is never cut
 //! off for the budget.
 //!
-//! Idle time is counted in ticks of a quarter of the timeout, from one
-//! process-wide timer thread that wakes every loop at each tick: the busy
-//! path reads no clock, and a connection only stores the tick of its last
-//! activity (see [`crate::conn::Conn::touch`]). A connection is closed
-//! after between 4 and 5 ticks (1 and 1.25 timeouts) of silence.
+//! Idle time is counted in ticks of a quarter of the timeout, from an
+//! [`IdleTimer`] each loop watches in its selector: the busy path reads no
+//! clock, and a connection only stores the tick of its last activity (see
+//! [`crate::conn::Conn::touch`]). A connection is closed after between 4
+//! and 5 ticks (1 and 1.25 timeouts) of silence.
 
-use super::{Client, Server, Who};
+use super::{Client, Server, Source, Who};
 use crate::budget;
 use crate::logging::{info, warning};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 use rselectors::Waker;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
-use std::thread;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Ticks of silence after which a connection is closed (one more than the
@@ -39,55 +39,101 @@ const SHED_EVERY: Duration = Duration::from_millis(100);
 /// are counted in one line.
 const LOGGED_CUTS: usize = 5;
 
-/// Idle ticks since the timer started.
-static TICK: AtomicU16 = AtomicU16::new(0);
-
 /// The idle timeout, once set (`None`: no timeout).
 static IDLE_TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
-
-/// The wakers of the loops that close idle connections, woken at each tick.
-static TICK_WAKERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
 
 /// Sets the server's limits, once, before any loop starts.
 pub fn configure(max_memory: usize, idle_timeout: Option<Duration>) {
     budget::set_limit(max_memory);
-    let timeout = idle_timeout.filter(|t| !t.is_zero());
-    if IDLE_TIMEOUT.set(timeout).is_ok() {
-        if let Some(timeout) = timeout {
-            start_ticking(timeout / 4);
+    let _ = IDLE_TIMEOUT.set(idle_timeout.filter(|t| !t.is_zero()));
+}
+
+/// A loop's idle ticks, if there is an idle timeout: readable once per
+/// tick. On Linux a timerfd, so that a server with one loop stays one
+/// thread (glibc's system call wrappers cost more in a process with
+/// several); elsewhere a thread that wakes a [`Waker`] at each tick.
+pub struct IdleTimer {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fd: std::os::fd::OwnedFd,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    waker: Waker,
+}
+
+impl IdleTimer {
+    /// The timer for the configured idle timeout, if there is one.
+    pub(super) fn for_timeout() -> io::Result<Option<IdleTimer>> {
+        match IDLE_TIMEOUT.get() {
+            Some(Some(timeout)) => IdleTimer::every(*timeout / 4).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn every(period: Duration) -> io::Result<IdleTimer> {
+        use rustix::time::{
+            timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+            TimerfdTimerFlags, Timespec,
+        };
+        let flags = TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC;
+        let fd = timerfd_create(TimerfdClockId::Monotonic, flags)?;
+        // A zero period would disarm the timer: one nanosecond at least.
+        let period = period.max(Duration::from_nanos(1));
+        let every = Timespec {
+            tv_sec: period.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: period.subsec_nanos().into(),
+        };
+        let spec = Itimerspec {
+            it_interval: every,
+            it_value: every,
+        };
+        timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(IdleTimer { fd })
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn every(period: Duration) -> io::Result<IdleTimer> {
+        let waker = Waker::new()?;
+        let ticking = waker.clone();
+        std::thread::Builder::new()
+            .name("idle timer".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                if ticking.wake().is_err() {
+                    return;
+                }
+            })?;
+        Ok(IdleTimer { waker })
+    }
+
+    /// Takes the ticks that came since the last call (none if spurious).
+    fn take_ticks(&self) -> u16 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let mut expirations = [0; 8];
+            match rustix::io::read(&self.fd, &mut expirations) {
+                Ok(8) => u64::from_ne_bytes(expirations).min(u64::from(u16::MAX)) as u16,
+                _ => 0,
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = self.waker.reset();
+            1
         }
     }
 }
 
-fn start_ticking(period: Duration) {
-    let started = thread::Builder::new()
-        .name("idle timer".into())
-        .spawn(move || loop {
-            thread::sleep(period);
-            TICK.fetch_add(1, Ordering::Relaxed);
-            let wakers = TICK_WAKERS.lock().unwrap_or_else(PoisonError::into_inner);
-            for waker in wakers.iter() {
-                let _ = waker.wake();
-            }
-        });
-    if let Err(e) = started {
-        warning!("no idle timeout: cannot start its timer: {e}");
+impl AsRawFd for IdleTimer {
+    fn as_raw_fd(&self) -> RawFd {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            self.fd.as_raw_fd()
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            self.waker.as_raw_fd()
+        }
     }
-}
-
-/// Has `waker` woken at every idle tick, if there is an idle timeout.
-pub(super) fn wake_at_ticks(waker: &Waker) {
-    if matches!(IDLE_TIMEOUT.get(), Some(Some(_))) {
-        TICK_WAKERS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(waker.clone());
-    }
-}
-
-/// The current idle tick.
-pub(super) fn current_tick() -> u16 {
-    TICK.load(Ordering::Relaxed)
 }
 
 impl<C: Client> Server<C> {
@@ -153,15 +199,19 @@ impl<C: Client> Server<C> {
         }
     }
 
-    /// The idle timer ticked (or the waker went off for another reason):
-    /// closes the connections silent for too long.
+    /// The idle timer at `fd` is readable: counts the ticks, and closes
+    /// the connections silent for too long.
     #[inline(never)]
-    pub(super) fn take_tick(&mut self) {
-        let tick = current_tick();
-        if tick == self.tick {
+    pub(super) fn idle_timer_ready(&mut self, fd: RawFd) {
+        let ticks = match &self.sel.get_key(fd).map(|key| &key.fileobj) {
+            Ok(Source::IdleTimer(timer)) => timer.take_ticks(),
+            _ => return,
+        };
+        if ticks == 0 {
             return;
         }
-        self.tick = tick;
+        self.tick = self.tick.wrapping_add(ticks);
+        let tick = self.tick;
         let Some(Some(timeout)) = IDLE_TIMEOUT.get() else {
             return;
         };
