@@ -120,17 +120,22 @@ impl Held {
     /// Appends `bytes`, charging any growth of the capacity.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         let before = self.capacity();
-        let len = self.len();
-        let needed = len + bytes.len();
+        let needed = self.len() + bytes.len();
+        let fits = match &self.storage {
+            // A small heap buffer grows by itself; a large one (where a
+            // mapping was refused) only up to its capacity.
+            Storage::Heap(vec) => needed <= MAPPED_FROM || needed <= vec.capacity(),
+            Storage::Mapped { map, .. } => needed <= map.len(),
+        };
+        if !fits {
+            self.move_to(needed.next_power_of_two());
+        }
         match &mut self.storage {
-            Storage::Heap(vec) if needed <= MAPPED_FROM => vec.extend_from_slice(bytes),
-            Storage::Mapped { map, len } if needed <= map.len() => {
+            Storage::Heap(vec) => vec.extend_from_slice(bytes),
+            Storage::Mapped { map, len } => {
+                // `move_to` made room: a mapping is never smaller than asked.
                 map[*len..needed].copy_from_slice(bytes);
                 *len = needed;
-            }
-            _ => {
-                self.move_to(needed.next_power_of_two());
-                self.extend_from_slice(bytes);
             }
         }
         self.recharge(before);
@@ -173,7 +178,7 @@ impl Held {
     fn move_to(&mut self, capacity: usize) {
         let bytes = self.as_slice();
         let storage = if capacity > MAPPED_FROM {
-            match MmapMut::map_anon(capacity) {
+            match map_anon(capacity) {
                 Ok(mut map) => {
                     map[..bytes.len()].copy_from_slice(bytes);
                     Some(Storage::Mapped {
@@ -203,6 +208,16 @@ impl Held {
     }
 }
 
+/// An anonymous mapping of `len` bytes (in this crate's tests, refused
+/// while the test flag `REFUSE_MAPPINGS` says so).
+fn map_anon(len: usize) -> std::io::Result<MmapMut> {
+    #[cfg(test)]
+    if tests::REFUSE_MAPPINGS.with(std::cell::Cell::get) {
+        return Err(std::io::ErrorKind::OutOfMemory.into());
+    }
+    MmapMut::map_anon(len)
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         HELD.fetch_sub(self.capacity(), Ordering::Relaxed);
@@ -212,6 +227,32 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes this thread's mappings fail, as under an address-space
+        /// limit or past `vm.max_map_count`.
+        pub(super) static REFUSE_MAPPINGS: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[test]
+    fn a_refused_mapping_falls_back_to_the_heap() {
+        REFUSE_MAPPINGS.with(|refuse| refuse.set(true));
+        let mut buf = Held::default();
+        let mut model = Vec::new();
+        for i in 0..40u8 {
+            let bytes = [i; 7000];
+            buf.extend_from_slice(&bytes);
+            model.extend_from_slice(&bytes);
+            assert!(matches!(buf.storage, Storage::Heap(_)));
+        }
+        buf.consume(100_000);
+        model.drain(..100_000);
+        assert_eq!(buf.as_slice(), &model[..]);
+        REFUSE_MAPPINGS.with(|refuse| refuse.set(false));
+        buf.extend_from_slice(&[1; 1_000_000]);
+        assert!(matches!(buf.storage, Storage::Mapped { .. }));
+    }
 
     /// What making a buffer with `make` charged. Other tests of this
     /// process hold buffers too, so the count is exact only when none of

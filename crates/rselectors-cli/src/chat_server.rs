@@ -19,7 +19,6 @@
 //! wake-up per loop per round), and each of them appends it to its own
 //! clients' output. Loop 0 has the console and the signals.
 
-use crate::budget;
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::console::Console;
 use crate::lines::LineBuffer;
@@ -60,8 +59,11 @@ pub struct ChatClient {
     /// discarded, and the connection is closed at end of input or at this
     /// instant, whichever comes first.
     closing_deadline: Option<Instant>,
-    /// Lines it sent wait for memory (see [`ChatServer::take_lines`]).
-    held_back: bool,
+    /// Whole lines taken from it (wrapping): its input's progress.
+    lines_taken: u32,
+    /// `lines_taken` at the last memory check, if an unfinished line was
+    /// held then (see [`Client::stalled`]).
+    lines_seen: Option<u32>,
 }
 
 impl Client for ChatClient {
@@ -76,7 +78,8 @@ impl Client for ChatClient {
             traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,
-            held_back: false,
+            lines_taken: 0,
+            lines_seen: None,
         }
     }
     fn conn(&self) -> &Conn {
@@ -93,6 +96,15 @@ impl Client for ChatClient {
     }
     fn held(&self) -> usize {
         self.conn.held() + self.lines.held()
+    }
+    /// Its output is not leaving, or it holds an unfinished line it has
+    /// not finished since the last check (slowloris).
+    fn stalled(&self) -> bool {
+        self.conn.stalled() || self.lines_seen == Some(self.lines_taken)
+    }
+    fn mark(&mut self) {
+        self.conn.mark();
+        self.lines_seen = (self.lines.len() > 0).then_some(self.lines_taken);
     }
 }
 
@@ -156,8 +168,6 @@ struct ChatServer<'a> {
     fds: Vec<RawFd>,
     /// Clients closing after an error line, with their deadlines.
     lingering: Vec<(RawFd, Instant)>,
-    /// Clients whose lines wait for memory, most recent last.
-    held_back: Vec<RawFd>,
 }
 
 /// Runs the chat server with `threads` event loops until SIGINT, SIGTERM
@@ -220,7 +230,6 @@ impl<'a> ChatServer<'a> {
             message: Vec::new(),
             fds: Vec::new(),
             lingering: Vec::new(),
-            held_back: Vec::new(),
         }
     }
 
@@ -239,7 +248,6 @@ impl<'a> ChatServer<'a> {
             self.close_expired_lingering();
             self.end_round();
             self.server.end_round();
-            self.resume_held_back();
         }
         Ok(())
     }
@@ -336,9 +344,6 @@ impl<'a> ChatServer<'a> {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
-        if client.held_back {
-            return; // Its lines wait for memory (see `take_lines`).
-        }
         let n = match client.receive(&mut self.scratch) {
             Ok(Received::Data(n)) => n,
             Ok(Received::WouldBlock) => return,
@@ -358,21 +363,18 @@ impl<'a> ChatServer<'a> {
         self.take_lines(fd);
     }
 
-    /// Broadcasts the whole lines `fd` has sent. If that takes the memory
-    /// budget over its limit even after cutting off whom it can, the rest
-    /// waits, and the client is not read, until memory is free again
-    /// ([`ChatServer::resume_held_back`]): one read can hold many lines,
-    /// and each line is copied to every client.
+    /// Broadcasts the whole lines `fd` has sent. Each line is copied to
+    /// every client, so the memory budget is checked after each one, not
+    /// only at the end of the round.
     fn take_lines(&mut self, fd: RawFd) {
         let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
-        client.held_back = false;
         let peer = client.peer;
         let mut lines = mem::take(&mut client.lines);
         let mut leaving = None;
-        let mut held_back = false;
+        let mut taken = 0u32;
         let result = lines.for_each_line(|line| {
             let said = line.trim_ascii();
             if said.is_empty() || said == b"quit" {
@@ -384,16 +386,11 @@ impl<'a> ChatServer<'a> {
                 return ControlFlow::Break(());
             }
             self.broadcast(peer, line);
-            if budget::exceeded() {
-                self.server.end_round();
-                held_back = budget::exceeded();
-            }
+            taken = taken.wrapping_add(1);
+            self.server.end_round();
             match self.server.client_mut(fd) {
                 Some(client) => {
                     client.conn.touch(tick); // a whole line: activity
-                    if held_back {
-                        return ControlFlow::Break(());
-                    }
                     ControlFlow::Continue(())
                 }
                 None => ControlFlow::Break(()), // cut off during the broadcast
@@ -405,23 +402,7 @@ impl<'a> ChatServer<'a> {
             self.reject_long_line(fd);
         } else if let Some(client) = self.server.client_mut(fd) {
             client.lines = lines;
-            if held_back {
-                client.held_back = true;
-                self.held_back.push(fd);
-            }
-        }
-    }
-
-    /// Once memory is under the budget again, goes on with the lines of
-    /// the clients held back.
-    fn resume_held_back(&mut self) {
-        while !budget::exceeded() {
-            let Some(fd) = self.held_back.pop() else {
-                return;
-            };
-            if self.server.client(fd).is_some_and(|c| c.held_back) {
-                self.take_lines(fd);
-            }
+            client.lines_taken = client.lines_taken.wrapping_add(taken);
         }
     }
 

@@ -59,8 +59,9 @@ struct Pending {
     start: usize,
     /// Writes that sent something since the buffer was created.
     progress: u32,
-    /// `progress` when the server last looked (see [`Conn::stalled`]).
-    seen: u32,
+    /// `progress` at the server's last check (see [`Conn::stalled`]); `None`
+    /// if the buffer did not exist then.
+    seen: Option<u32>,
 }
 
 impl Conn {
@@ -117,17 +118,21 @@ impl Conn {
         self.active_at
     }
 
-    /// True when output is queued and none of it has been written since
-    /// the last call, or since it began to queue: the peer is not reading
-    /// (or not yet). A server asks this of each client at intervals, to
-    /// find whom to cut off when memory runs short.
-    pub fn stalled(&mut self) -> bool {
-        let Some(pending) = &mut self.out else {
-            return false;
-        };
-        let stalled = pending.seen == pending.progress;
-        pending.seen = pending.progress;
-        stalled
+    /// True when output was queued at the last [`Conn::mark`] and none of
+    /// it has been written since: the peer is not reading. A server marks
+    /// its clients at intervals, to find whom to cut off when memory runs
+    /// short; output queued since the last mark is never stalled.
+    pub fn stalled(&self) -> bool {
+        self.out
+            .as_ref()
+            .is_some_and(|pending| pending.seen == Some(pending.progress))
+    }
+
+    /// Notes how far the output has gone, for [`Conn::stalled`].
+    pub fn mark(&mut self) {
+        if let Some(pending) = &mut self.out {
+            pending.seen = Some(pending.progress);
+        }
     }
 
     /// The peer's address, if the OS still knows it.

@@ -44,7 +44,6 @@ impl LineBuffer {
     }
 
     /// Bytes buffered (an incomplete line, or lines not yet taken).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.buf.len()
     }

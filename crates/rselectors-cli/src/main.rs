@@ -160,13 +160,13 @@ struct Limits {
     /// binary. Past 3/4 of it, clients whose output is not leaving are no
     /// longer read; past it, those holding the most that read nothing they
     /// are sent are cut off.
-    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_memory_budget)]
     max_memory: usize,
     /// Close a connection that sends nothing and is sent nothing (the chat
     /// server: sends no whole line) for this long; 0 = never. The default,
     /// 5 minutes, is far past any pause in an interactive session and
     /// frees what a silent client holds (slowloris) in reasonable time.
-    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_seconds_or_zero)]
+    #[arg(long, value_name = "SECONDS", default_value = "300", value_parser = parse_idle_timeout)]
     idle_timeout: Duration,
 }
 
@@ -199,11 +199,33 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
-fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+/// The smallest `--max-memory`: room for a few longest lines and reads,
+/// below which every client with anything queued would stop being read.
+const MIN_MEMORY_BUDGET: usize = 1024 * 1024;
+
+fn parse_memory_budget(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes < MIN_MEMORY_BUDGET {
+        return Err(format!("'{text}' is below the smallest budget, 1M"));
+    }
+    Ok(bytes)
+}
+
+/// The shortest `--idle-timeout` other than 0 (off): its ticks come a
+/// quarter of it apart, and each wakes every loop.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     if text.parse::<f64>() == Ok(0.0) {
         return Ok(Duration::ZERO);
     }
-    parse_seconds(text)
+    let timeout = parse_seconds(text)?;
+    if timeout < MIN_IDLE_TIMEOUT {
+        return Err(format!(
+            "'{text}' is below the shortest timeout, 0.1 s (0 turns it off)"
+        ));
+    }
+    Ok(timeout)
 }
 
 fn parse_selector(name: &str) -> Result<BackendKind, String> {

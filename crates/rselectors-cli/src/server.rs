@@ -56,6 +56,15 @@ pub trait Client {
     fn held(&self) -> usize {
         self.conn().held()
     }
+    /// True if it has made no progress since the last [`Client::mark`]
+    /// with what it holds (see `Conn::stalled`).
+    fn stalled(&self) -> bool {
+        self.conn().stalled()
+    }
+    /// Notes its progress, for [`Client::stalled`].
+    fn mark(&mut self) {
+        self.conn_mut().mark();
+    }
 }
 
 /// What a client handler wants done after an event (see
@@ -238,26 +247,27 @@ impl<C: Client> Server<C> {
 
     /// Waits for events, at most until `deadline` (the caller's own timer).
     pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        // The busy case, no timer and accepting: no clock to read.
+        // The busy case, no timer, accepting, memory within the budget:
+        // no clock to read.
         let timeout = match (deadline, &self.paused) {
-            (None, None) => None,
+            (None, None) if !budget::exceeded() => None,
             _ => self.timeout_until(deadline)?,
         };
         self.sel.select(timeout)?;
         Ok(())
     }
 
-    /// How long to wait for `deadline` or the retry of a paused accept,
-    /// whichever comes first, after resuming accepting if it is due.
+    /// How long to wait for `deadline`, the retry of a paused accept or
+    /// the next memory check while the budget is exceeded, whichever comes
+    /// first, after resuming accepting if it is due.
     // Out of line: off the busy path (no timer, accepting).
     #[inline(never)]
     fn timeout_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Duration>> {
         self.resume_accepting_if_due()?;
-        let retry_at = self.paused;
-        let deadline = match (deadline, retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [deadline, self.paused, self.next_shed()]
+            .into_iter()
+            .flatten()
+            .min();
         Ok(deadline.map(|d| d.saturating_duration_since(Instant::now())))
     }
 

@@ -8,10 +8,10 @@ use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-const IDLE: &str = "0.4";
-const IDLE_FOR: Duration = Duration::from_millis(400);
+const IDLE: &str = "0.6";
+const IDLE_FOR: Duration = Duration::from_millis(600);
 /// How long the active clients keep going: several timeouts.
-const ACTIVE_FOR: Duration = Duration::from_millis(1600);
+const ACTIVE_FOR: Duration = Duration::from_millis(2000);
 /// How often they do something: well within a timeout.
 const EVERY: Duration = Duration::from_millis(100);
 
@@ -103,7 +103,7 @@ fn chat_keeps_a_silent_listener_while_the_room_talks() {
 }
 
 #[test]
-fn zero_turns_the_timeout_off_and_the_default_is_stated() {
+fn the_defaults_are_stated_and_values_too_small_are_refused() {
     let help = std::process::Command::new(BIN)
         .args(["echo-server", "--help"])
         .output()
@@ -113,4 +113,48 @@ fn zero_turns_the_timeout_off_and_the_default_is_stated() {
     assert!(help.contains("[default: 300]"), "{help}");
     assert!(help.contains("--max-memory"), "{help}");
     assert!(help.contains("[default: 64M]"), "{help}");
+    for (flag, value, says) in [
+        ("--idle-timeout", "0.001", "below the shortest timeout"),
+        ("--max-memory", "1K", "below the smallest budget"),
+        ("--max-memory", "lots", "invalid size 'lots'"),
+    ] {
+        for server in ["echo-server", "chat-server"] {
+            let out = std::process::Command::new(BIN)
+                .args([server, "--addr", "127.0.0.1:0", flag, value])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains(says),
+                "{server} {flag} {value}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn zero_turns_the_timeout_off() {
+    let mut server = start_server_with(
+        &[
+            "chat-server",
+            "--addr",
+            "127.0.0.1:0",
+            "--idle-timeout",
+            "0",
+        ],
+        std::process::Stdio::piped(),
+    );
+    server.write_stdin(b"list\n");
+    server.wait_stdout_line("console (stdin)");
+    assert!(
+        !server.stdout().contains("idle timer"),
+        "{}",
+        server.stdout()
+    );
+    let mut with = start_server_with(
+        &["chat-server", "--addr", "127.0.0.1:0"],
+        std::process::Stdio::piped(),
+    );
+    with.write_stdin(b"list\n");
+    with.wait_stdout_line("idle timer (--idle-timeout)");
 }

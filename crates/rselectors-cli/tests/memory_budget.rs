@@ -206,3 +206,23 @@ fn chat_server_survives_a_thousand_clients_that_never_read() {
         peer.send(b"quit\n");
     });
 }
+
+#[test]
+fn chat_server_cuts_off_clients_that_hold_unfinished_lines_past_the_budget() {
+    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "--max-memory", "4M"]);
+    // 120 x 65,000 bytes of lines never finished: about twice the budget.
+    let holders: Vec<Peer> = (0..120)
+        .map(|_| {
+            let mut peer = Peer::connect(server.addr);
+            peer.send(&[b'x'; 65_000]);
+            peer
+        })
+        .collect();
+    server.wait_stderr_line("(--max-memory)");
+    let mut normal = Peer::connect(server.addr);
+    let me = normal.local_addr();
+    normal.send(b"hello one\nhello two\n");
+    assert_eq!(normal.read_line(), chat_line(b"hello one", me));
+    assert_eq!(normal.read_line(), chat_line(b"hello two", me));
+    drop(holders);
+}

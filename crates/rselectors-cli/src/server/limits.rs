@@ -35,8 +35,8 @@ const IDLE_TICKS: u16 = 5;
 /// taken some of its output since the last check.
 const SHED_EVERY: Duration = Duration::from_millis(100);
 
-/// Clients cut off for memory that one check logs one by one; the rest
-/// are counted in one line.
+/// Clients cut off for memory (or closed as idle) that one check logs
+/// one by one; the rest are counted in one line.
 const LOGGED_CUTS: usize = 5;
 
 /// The idle timeout, once set (`None`: no timeout).
@@ -57,6 +57,16 @@ pub struct IdleTimer {
     fd: std::os::fd::OwnedFd,
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     waker: Waker,
+    /// Tells the thread to end once the timer is dropped.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl Drop for IdleTimer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl IdleTimer {
@@ -93,16 +103,17 @@ impl IdleTimer {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn every(period: Duration) -> io::Result<IdleTimer> {
         let waker = Waker::new()?;
-        let ticking = waker.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ticking, stopped) = (waker.clone(), stop.clone());
         std::thread::Builder::new()
             .name("idle timer".into())
             .spawn(move || loop {
                 std::thread::sleep(period);
-                if ticking.wake().is_err() {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) || ticking.wake().is_err() {
                     return;
                 }
             })?;
-        Ok(IdleTimer { waker })
+        Ok(IdleTimer { waker, stop })
     }
 
     /// Takes the ticks that came since the last call (none if spurious).
@@ -143,6 +154,15 @@ impl<C: Client> Server<C> {
         self.tick
     }
 
+    /// When the next memory check is due, while the budget is exceeded:
+    /// a server with nothing else to do must still get to it.
+    pub(super) fn next_shed(&self) -> Option<Instant> {
+        if !budget::exceeded() {
+            return None;
+        }
+        Some(self.shed_at.map_or_else(Instant::now, |at| at + SHED_EVERY))
+    }
+
     /// Called once per round of events, and whenever a client's input may
     /// have taken memory over the budget: cuts off clients if it is.
     #[inline]
@@ -152,9 +172,12 @@ impl<C: Client> Server<C> {
         }
     }
 
-    /// Cuts off the clients that hold the most among those that have not
-    /// read any of their output since the last check, until the budget's
-    /// count is back under the back-pressure level.
+    /// Cuts off the clients that hold the most among those that made no
+    /// progress with what they hold since the last check (output not
+    /// read, an unfinished line not finished), until the budget's count is
+    /// back under the back-pressure level; then notes everyone's progress
+    /// for the next check. Checks are [`SHED_EVERY`] apart, so a client
+    /// that reads has had that long to take some of its output.
     #[cold]
     #[inline(never)]
     fn shed(&mut self) {
@@ -166,9 +189,9 @@ impl<C: Client> Server<C> {
         let mut fds = Vec::new();
         self.client_fds(&mut fds);
         let mut stalled: Vec<(usize, RawFd)> = Vec::new();
-        for fd in fds {
-            if let Some(client) = self.client_mut(fd) {
-                if client.conn_mut().stalled() {
+        for &fd in &fds {
+            if let Some(client) = self.client(fd) {
+                if client.stalled() {
                     stalled.push((client.held(), fd));
                 }
             }
@@ -181,7 +204,7 @@ impl<C: Client> Server<C> {
             }
             if let Some(client) = self.client(fd).filter(|_| cut < LOGGED_CUTS) {
                 warning!(
-                    "cutting off {}: it holds {held} bytes it does not read, and the \
+                    "cutting off {}: it holds {held} bytes and takes none of them, and the \
                      server's clients hold {} bytes, over the budget of {} (--max-memory)",
                     Who(client.peer(), fd),
                     budget::held(),
@@ -193,9 +216,14 @@ impl<C: Client> Server<C> {
         }
         if cut > LOGGED_CUTS {
             warning!(
-                "cut off {} more clients that do not read, for the same reason",
+                "cut off {} more stalled clients, for the same reason",
                 cut - LOGGED_CUTS
             );
+        }
+        for fd in fds {
+            if let Some(client) = self.client_mut(fd) {
+                client.mark();
+            }
         }
     }
 
@@ -217,19 +245,28 @@ impl<C: Client> Server<C> {
         };
         let mut fds = Vec::new();
         self.client_fds(&mut fds);
+        let mut closed = 0;
         for fd in fds {
             let idle = self
                 .client(fd)
                 .is_some_and(|c| tick.wrapping_sub(c.conn().active_at()) >= IDLE_TICKS);
-            if idle {
-                if let Some(client) = self.client(fd) {
-                    info!(
-                        "closing {}: idle for more than {timeout:?} (--idle-timeout)",
-                        Who(client.peer(), fd)
-                    );
-                }
-                self.close_client(fd, "idle timeout");
+            if !idle {
+                continue;
             }
+            if let Some(client) = self.client(fd).filter(|_| closed < LOGGED_CUTS) {
+                info!(
+                    "closing {}: idle for more than {timeout:?} (--idle-timeout)",
+                    Who(client.peer(), fd)
+                );
+            }
+            self.close_client(fd, "idle timeout");
+            closed += 1;
+        }
+        if closed > LOGGED_CUTS {
+            info!(
+                "closed {} more connections idle for more than {timeout:?}",
+                closed - LOGGED_CUTS
+            );
         }
     }
 }
