@@ -4,8 +4,8 @@
 //! timeout conversion, hang-up reporting, `Waker` and `FD_SETSIZE`.
 
 use crate::common::{
-    by_fd, dup_at_least, install_sigalrm_counter, open, pipe, raise_fd_limit, raw, select_all,
-    send_sigalrm, sigalrms_seen, socketpair, BackendUnderTest, XorShift,
+    by_fd, dup_at_least, install_sigalrm_counter, open, pipe, quirks, raise_fd_limit, raw,
+    select_all, send_sigalrm, sigalrms_seen, socketpair, BackendUnderTest, ClosedFile, XorShift,
 };
 use rselectors::{Backend, BackendKind, Error, ErrorKind, Events, Fd, Selector, Waker};
 use std::io::{Read, Write};
@@ -419,17 +419,17 @@ fn select_with_an_fd_closed_behind_the_back<M: BackendUnderTest>() {
     let result = sel
         .select(Some(Duration::ZERO))
         .map(|_| crate::common::drain(&mut sel));
-    match M::KIND {
-        BackendKind::Select => {
+    match quirks(M::KIND).closed_file {
+        ClosedFile::FailsTheWait => {
             let error = result.unwrap_err();
             assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{error:?}");
             assert_eq!(sel.next_ready(), None);
         }
-        BackendKind::Poll => assert_eq!(
+        ClosedFile::ReportsBoth => assert_eq!(
             result.unwrap(),
             by_fd(vec![(gone_fd, Events::READ), (live_fd, Events::WRITE)])
         ),
-        BackendKind::Epoll => assert_eq!(result.unwrap(), [(live_fd, Events::WRITE)]),
+        ClosedFile::Forgotten => assert_eq!(result.unwrap(), [(live_fd, Events::WRITE)]),
     }
     // Unregistering it mends everything.
     sel.unregister(gone_fd).unwrap();
