@@ -73,20 +73,18 @@ mod selector;
 #[allow(unsafe_code)]
 pub mod sys;
 mod table;
-#[cfg(any(target_os = "linux", target_os = "android"))]
 mod waker;
 
 pub use error::{Error, ErrorKind, Rejected, Result};
 pub use events::Events;
 pub use key::{Fd, KeyMut, SelectorKey};
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use selector::EpollSelector;
-pub use selector::{
-    AnySelector, DefaultSelector, DetachedWait, PollSelector, SelectSelector, Selector,
-};
+pub use selector::{AnySelector, DetachedWait, Selector};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use sys::signal;
 pub use sys::{AnyBackend, AnyWaiter, Backend, BackendKind, ReadyList, UnknownBackend, Waiter};
 pub use table::{Keys, Map};
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub use waker::Waker;
+
+// `DefaultSelector`, `EpollSelector`, `PollSelector`, `SelectSelector`, …:
+// one alias per backend of this platform, from the list in `sys`.
+for_each_backend!(sys::selector_aliases);

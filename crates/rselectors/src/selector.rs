@@ -10,9 +10,10 @@ use std::os::fd::{AsRawFd, RawFd};
 /// A selector: Python's `BaseSelector`, over the backend `B`, owning file
 /// objects of type `F` with data of type `D`.
 ///
-/// Use the aliases [`DefaultSelector`], [`EpollSelector`],
-/// [`PollSelector`], [`SelectSelector`], or [`AnySelector`] to pick the
-/// backend at run time.
+/// Use the aliases: [`DefaultSelector`](crate::DefaultSelector), one per
+/// backend of the platform ([`PollSelector`](crate::PollSelector),
+/// [`SelectSelector`](crate::SelectSelector), `EpollSelector`, …), or
+/// [`AnySelector`] to pick the backend at run time.
 ///
 /// `select` stores what is ready inside the selector; [`Selector::next_ready`]
 /// hands it out one event at a time by value, so between two events the
@@ -28,19 +29,6 @@ pub struct Selector<B, F, D> {
     next_serial: u64,
 }
 
-/// The best selector this platform has (epoll on Linux).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub type DefaultSelector<F, D> = Selector<crate::sys::epoll::EpollBackend, F, D>;
-/// The best selector this platform has.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub type DefaultSelector<F, D> = Selector<crate::sys::poll::PollBackend, F, D>;
-/// A selector over `epoll(7)`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub type EpollSelector<F, D> = Selector<crate::sys::epoll::EpollBackend, F, D>;
-/// A selector over `poll(2)`.
-pub type PollSelector<F, D> = Selector<crate::sys::poll::PollBackend, F, D>;
-/// A selector over `select(2)`; descriptors must be below `FD_SETSIZE`.
-pub type SelectSelector<F, D> = Selector<crate::sys::select::SelectBackend, F, D>;
 /// A selector whose backend is chosen at run time by [`BackendKind`].
 pub type AnySelector<F, D> = Selector<AnyBackend, F, D>;
 

@@ -1,6 +1,7 @@
 //! A property test: random sequences of register / modify / unregister /
 //! write / read / select / close-behind-the-back on socket pairs and pipes,
-//! run in lockstep against every backend and a simple model.
+//! run in lockstep against every backend of the registry (directly and
+//! through `AnySelector`) and a simple model.
 //!
 //! Each backend must match the model: the same error kind for every call,
 //! the same keys after every call, the same ready set (as (file, events))
@@ -8,7 +9,7 @@
 //! says they agree, their ready sets must also equal one another's.
 //!
 //! The model knows where the mechanisms differ legitimately (as they do in
-//! CPython):
+//! CPython; `common::Quirks` says it per backend):
 //! - A closed file cannot be registered on any backend (`EBADF`).
 //! - A file closed behind the selector's back: epoll refuses to
 //!   modify it (`EBADF`) and forgets it; select(2) fails with `EBADF`;
@@ -26,10 +27,7 @@
 
 mod common;
 
-use common::{
-    dup_at_least, raise_fd_limit, AnyEpoll, AnyPoll, AnySelect, BackendUnderTest, EpollDirect,
-    PollDirect, SelectDirect,
-};
+use common::{dup_at_least, quirks, raise_fd_limit, AnyOf, BackendUnderTest, ClosedFile, Direct};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rselectors::{Backend, BackendKind, ErrorKind, Events, Fd, Selector};
@@ -201,8 +199,7 @@ impl World {
                 if self.unread[file] > 0 || peer_gone {
                     events |= Events::READ;
                 }
-                // POLLHUP wakes writers too; select(2) counts it as readable.
-                if peer_gone && kind != BackendKind::Select {
+                if peer_gone && quirks(kind).hang_up_wakes_writer {
                     events |= Events::WRITE;
                 }
             }
@@ -301,10 +298,10 @@ impl Model {
             let reported = if world.is_open(file) {
                 world.readiness(file, self.kind)
             } else {
-                match self.kind {
-                    BackendKind::Select => return Err(ErrorKind::Os),
-                    BackendKind::Poll => Events::READ | Events::WRITE,
-                    BackendKind::Epoll => Events::empty(),
+                match quirks(self.kind).closed_file {
+                    ClosedFile::FailsTheWait => return Err(ErrorKind::Os),
+                    ClosedFile::ReportsBoth => Events::READ | Events::WRITE,
+                    ClosedFile::Forgotten => Events::empty(),
                 }
             } & events;
             if !reported.is_empty() {
@@ -320,6 +317,20 @@ struct Lockstep {
     subjects: Vec<(&'static str, Box<dyn Subject>, Model)>,
 }
 
+/// Each backend of the registry, directly and through `AnySelector`.
+macro_rules! every_subject {
+    (() $({ [$($cfg:tt)*] $dflt:tt $kind:ident $name:literal $module:ident $ty:ident $($_:tt)* })*) => {{
+        let mut subjects: Vec<(&'static str, Box<dyn Subject>, Model)> = vec![];
+        $(
+            #[cfg($($cfg)*)]
+            subjects.push(subject::<Direct<rselectors::sys::$module::$ty>>($name));
+            #[cfg($($cfg)*)]
+            subjects.push(subject::<AnyOf<rselectors::sys::$module::$ty>>(concat!("any ", $name)));
+        )*
+        subjects
+    }};
+}
+
 /// A fresh selector over `M`'s backend, named, with an empty model.
 fn subject<M: BackendUnderTest>(name: &'static str) -> (&'static str, Box<dyn Subject>, Model) {
     let sel = Box::new(common::open::<M, Fd, u32>());
@@ -331,17 +342,12 @@ fn subject<M: BackendUnderTest>(name: &'static str) -> (&'static str, Box<dyn Su
 }
 
 impl Lockstep {
+    // One push per backend, so where there is one `vec![…]` would do.
+    #[allow(clippy::vec_init_then_push)]
     fn new() -> Lockstep {
         Lockstep {
             world: World::new(),
-            subjects: vec![
-                subject::<SelectDirect>("select"),
-                subject::<PollDirect>("poll"),
-                subject::<EpollDirect>("epoll"),
-                subject::<AnySelect>("any select"),
-                subject::<AnyPoll>("any poll"),
-                subject::<AnyEpoll>("any epoll"),
-            ],
+            subjects: rselectors::for_each_backend!(every_subject),
         }
     }
 
@@ -360,7 +366,7 @@ impl Lockstep {
                 for (name, sel, model) in &mut self.subjects {
                     let open = self.world.is_open(file);
                     let too_high =
-                        model.kind == BackendKind::Select && fd >= libc::FD_SETSIZE as RawFd;
+                        quirks(model.kind).below_fd_setsize && fd >= libc::FD_SETSIZE as RawFd;
                     let expected = match model.keys.entry(file) {
                         _ if !events.is_valid_mask() => Err(ErrorKind::Value),
                         Entry::Occupied(_) => Err(ErrorKind::Key),
@@ -390,7 +396,7 @@ impl Lockstep {
                         Some((old, _))
                             if old != events
                                 && !self.world.is_open(file)
-                                && model.kind == BackendKind::Epoll =>
+                                && quirks(model.kind).closed_file == ClosedFile::Forgotten =>
                         {
                             model.keys.remove(&file);
                             Err(ErrorKind::Os)

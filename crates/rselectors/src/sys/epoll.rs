@@ -120,7 +120,9 @@ impl Backend for EpollBackend {
     }
 
     /// No `EPOLL_CTL_DEL`: closing the last descriptor of the open file
-    /// removes it from every epoll set.
+    /// removes it from every epoll set. Linux's rule; illumos's epoll, built
+    /// on /dev/poll, does not promise it, so there `forget` is `remove`.
+    #[cfg(linux_like)]
     fn forget(&mut self, _fd: RawFd) -> io::Result<()> {
         Ok(())
     }

@@ -5,21 +5,22 @@
 //! call and reports what came back as [`Events`]. Every rule of the API
 //! (validation, the key table, EINTR retries, masking) lives in
 //! [`crate::Selector`]; a kqueue, /dev/poll or io_uring backend is one more
-//! file implementing [`Backend`].
+//! file implementing [`Backend`], plus its line in the list of `registry`.
 
 use crate::Events;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::str::FromStr;
 use std::time::Duration;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub mod epoll;
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) mod eventfd;
-pub mod poll;
-pub mod select;
+mod registry;
+pub(crate) mod wake;
+
+// One module per backend of this platform, from the list in `registry`.
+crate::for_each_backend!(registry::declare_modules);
+pub(crate) use registry::selector_aliases;
+pub use registry::{AnyBackend, AnyWaiter, BackendKind, UnknownBackend};
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod signal;
 
@@ -123,10 +124,7 @@ pub trait Waiter: Send {
 // Where `epoll_event` is not packed, the kernel stores its data word as one
 // 64-bit value: give the entries its alignment (the size is 16 there anyway).
 #[cfg_attr(
-    all(
-        any(target_os = "linux", target_os = "android"),
-        not(any(target_arch = "x86", target_arch = "x86_64"))
-    ),
+    all(epoll, not(any(target_arch = "x86", target_arch = "x86_64"))),
     repr(align(8))
 )]
 pub(crate) struct Ready {
@@ -147,14 +145,14 @@ pub(crate) struct Ready {
     pub(crate) fd: RawFd,
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(epoll)]
 const READY_PAD: usize = (std::mem::size_of::<libc::epoll_event>() - 12) / 4;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(epoll))]
 const READY_PAD: usize = 0;
 
 // The layout `epoll_wait` writes: events, then the 64-bit data word whose
 // low half is the descriptor and high half the tag.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(epoll)]
 const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Ready>() == size_of::<libc::epoll_event>());
@@ -286,240 +284,6 @@ pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
                 .saturating_mul(1_000)
                 .saturating_add(u64::from(t.subsec_nanos().div_ceil(1_000_000)));
             ms.min(MAX_WAIT_MS) as libc::c_int
-        }
-    }
-}
-
-/// The backends this platform has, by the names Python and the command
-/// line use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendKind {
-    /// `select(2)`
-    Select,
-    /// `poll(2)`
-    Poll,
-    /// `epoll(7)`
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    Epoll,
-}
-
-impl BackendKind {
-    /// Every backend of this platform, best last.
-    pub const ALL: &'static [BackendKind] = &[
-        BackendKind::Select,
-        BackendKind::Poll,
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        BackendKind::Epoll,
-    ];
-
-    /// The best backend of this platform (`DefaultSelector`'s).
-    pub const DEFAULT: BackendKind = {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            BackendKind::Epoll
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        {
-            BackendKind::Poll
-        }
-    };
-
-    /// The name: `"select"`, `"poll"` or `"epoll"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Select => "select",
-            BackendKind::Poll => "poll",
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            BackendKind::Epoll => "epoll",
-        }
-    }
-}
-
-impl FromStr for BackendKind {
-    type Err = UnknownBackend;
-
-    /// Parses `"select"`, `"poll"`, `"epoll"` or `"default"`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "default" => Ok(BackendKind::DEFAULT),
-            _ => BackendKind::ALL
-                .iter()
-                .copied()
-                .find(|k| k.name() == s)
-                .ok_or_else(|| UnknownBackend(s.to_owned())),
-        }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A backend name that this platform does not have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownBackend(pub String);
-
-impl std::fmt::Display for UnknownBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = BackendKind::ALL.iter().map(|k| k.name()).collect();
-        write!(
-            f,
-            "unknown selector {:?} (expected default, {})",
-            self.0,
-            names.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for UnknownBackend {}
-
-/// A backend chosen at run time ([`BackendKind`]); one `match` per call.
-// A tag of its own: without it the compiler hides the variant in a niche of
-// the poll backend's vectors, and every dispatch decodes it (measured: +15
-// instructions per connection in the echo server).
-#[derive(Debug)]
-#[repr(u8)]
-pub enum AnyBackend {
-    /// `select(2)`, boxed: its two `fd_set`s (256 bytes) inline would
-    /// spread the fields of every `AnySelector` (the table, the ready list)
-    /// over four more cache lines, for the backend used least.
-    Select(Box<select::SelectBackend>),
-    /// `poll(2)`
-    Poll(poll::PollBackend),
-    /// `epoll(7)`
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    Epoll(epoll::EpollBackend),
-}
-
-impl AnyBackend {
-    /// Opens the backend of that kind.
-    pub fn open_kind(kind: BackendKind) -> io::Result<Self> {
-        Ok(match kind {
-            BackendKind::Select => AnyBackend::Select(Box::new(select::SelectBackend::open()?)),
-            BackendKind::Poll => AnyBackend::Poll(poll::PollBackend::open()?),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            BackendKind::Epoll => AnyBackend::Epoll(epoll::EpollBackend::open()?),
-        })
-    }
-}
-
-/// One match arm per backend, for the run-time-chosen enums.
-macro_rules! dispatch {
-    ($enum:ident, $self:ident, $b:ident => $e:expr) => {
-        match $self {
-            $enum::Select($b) => $e,
-            $enum::Poll($b) => $e,
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            $enum::Epoll($b) => $e,
-        }
-    };
-}
-
-/// Like `dispatch!`, but with only epoll's arm inlined where the call is,
-/// and the scanning backends (select, poll) behind one call out of line:
-/// a server on an [`AnySelector`](crate::AnySelector) then carries just
-/// epoll's code in its hot loop. (Inlined, the other two backends' `add`,
-/// `remove` and `wait`, select's `fd_set`s on the stack included, sat
-/// between its busy blocks and spread them over more instruction-cache
-/// lines.)
-macro_rules! epoll_inline {
-    ($self:ident, $b:ident => $e:expr) => {
-        match $self {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            AnyBackend::Epoll($b) => $e,
-            _ => out_of_line(|| dispatch!(AnyBackend, $self, $b => $e)),
-        }
-    };
-}
-
-/// Runs `f` in a function of its own (see `epoll_inline!`).
-#[inline(never)]
-fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-/// The [`Waiter`] of an [`AnyBackend`].
-// The select variant is two fd_sets (256 bytes); boxing it would cost an
-// allocation per detached wait, which is what the variant exists to avoid.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum AnyWaiter {
-    /// `select(2)`
-    Select(select::SelectWaiter),
-    /// `poll(2)`
-    Poll(poll::PollWaiter),
-    /// `epoll(7)`
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    Epoll(epoll::EpollWaiter),
-}
-
-impl Waiter for AnyWaiter {
-    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        dispatch!(AnyWaiter, self, w => w.wait(ready, timeout))
-    }
-    fn tags_events(&self) -> bool {
-        dispatch!(AnyWaiter, self, w => w.tags_events())
-    }
-}
-
-impl Backend for AnyBackend {
-    type Waiter = AnyWaiter;
-
-    fn open() -> io::Result<Self> {
-        AnyBackend::open_kind(BackendKind::DEFAULT)
-    }
-    fn name(&self) -> &'static str {
-        dispatch!(AnyBackend, self, b => b.name())
-    }
-    fn fd_limit(&self) -> Option<RawFd> {
-        dispatch!(AnyBackend, self, b => b.fd_limit())
-    }
-    #[inline]
-    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
-        epoll_inline!(self, b => b.add(fd, events, tag))
-    }
-    #[inline]
-    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
-        epoll_inline!(self, b => b.modify(fd, events, tag))
-    }
-    #[inline]
-    fn tags_events(&self) -> bool {
-        dispatch!(AnyBackend, self, b => b.tags_events())
-    }
-    #[inline]
-    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        epoll_inline!(self, b => b.remove(fd))
-    }
-    #[inline]
-    fn forget(&mut self, fd: RawFd) -> io::Result<()> {
-        epoll_inline!(self, b => b.forget(fd))
-    }
-    #[inline]
-    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        epoll_inline!(self, b => b.wait(ready, timeout))
-    }
-    fn fileno(&self) -> Option<RawFd> {
-        dispatch!(AnyBackend, self, b => b.fileno())
-    }
-    fn detach(&mut self) -> AnyWaiter {
-        match self {
-            AnyBackend::Select(b) => AnyWaiter::Select(b.detach()),
-            AnyBackend::Poll(b) => AnyWaiter::Poll(b.detach()),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            AnyBackend::Epoll(b) => AnyWaiter::Epoll(b.detach()),
-        }
-    }
-    fn reattach(&mut self, waiter: AnyWaiter) {
-        // A waiter of another kind cannot come back here; its buffers are dropped.
-        match (self, waiter) {
-            (AnyBackend::Select(b), AnyWaiter::Select(w)) => b.reattach(w),
-            (AnyBackend::Poll(b), AnyWaiter::Poll(w)) => b.reattach(w),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            (AnyBackend::Epoll(b), AnyWaiter::Epoll(w)) => b.reattach(w),
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
     }
 }

@@ -8,12 +8,10 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use rselectors::sys::epoll::EpollBackend;
-use rselectors::sys::poll::PollBackend;
-use rselectors::sys::select::SelectBackend;
 use rselectors::{AnyBackend, Backend, BackendKind, Events, Fd, Selector};
 use std::cell::Cell;
 use std::io::{PipeReader, PipeWriter};
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -31,48 +29,91 @@ pub trait BackendUnderTest: 'static {
     fn open_backend() -> Self::Backend;
 }
 
-/// `SelectSelector`.
-pub struct SelectDirect;
-/// `PollSelector`.
-pub struct PollDirect;
-/// `EpollSelector`.
-pub struct EpollDirect;
-/// `AnySelector` opened with `BackendKind::Select`.
-pub struct AnySelect;
-/// `AnySelector` opened with `BackendKind::Poll`.
-pub struct AnyPoll;
-/// `AnySelector` opened with `BackendKind::Epoll`.
-pub struct AnyEpoll;
+/// The backend `B` itself (`EpollSelector`, …).
+pub struct Direct<B>(PhantomData<B>);
 
-macro_rules! direct {
-    ($name:ident, $backend:ty, $kind:expr) => {
-        impl BackendUnderTest for $name {
-            type Backend = $backend;
-            const KIND: BackendKind = $kind;
-            fn open_backend() -> $backend {
-                <$backend as Backend>::open().expect("open backend")
+/// [`AnyBackend`] opened with `B`'s kind (`AnySelector`).
+pub struct AnyOf<B>(PhantomData<B>);
+
+/// Both of the above for each backend of the registry.
+macro_rules! under_test {
+    (() $({ [$($cfg:tt)*] $dflt:tt $kind:ident $name:literal $module:ident $ty:ident $($_:tt)* })*) => {
+        $(
+            #[cfg($($cfg)*)]
+            impl BackendUnderTest for Direct<rselectors::sys::$module::$ty> {
+                type Backend = rselectors::sys::$module::$ty;
+                const KIND: BackendKind = BackendKind::$kind;
+                fn open_backend() -> Self::Backend {
+                    <Self::Backend as Backend>::open().expect("open backend")
+                }
             }
-        }
+
+            #[cfg($($cfg)*)]
+            impl BackendUnderTest for AnyOf<rselectors::sys::$module::$ty> {
+                type Backend = AnyBackend;
+                const KIND: BackendKind = BackendKind::$kind;
+                fn open_backend() -> AnyBackend {
+                    AnyBackend::open_kind(Self::KIND).expect("open backend")
+                }
+            }
+        )*
     };
 }
-direct!(SelectDirect, SelectBackend, BackendKind::Select);
-direct!(PollDirect, PollBackend, BackendKind::Poll);
-direct!(EpollDirect, EpollBackend, BackendKind::Epoll);
+rselectors::for_each_backend!(under_test);
 
-macro_rules! any_of {
-    ($name:ident, $kind:expr) => {
-        impl BackendUnderTest for $name {
-            type Backend = AnyBackend;
-            const KIND: BackendKind = $kind;
-            fn open_backend() -> AnyBackend {
-                AnyBackend::open_kind($kind).expect("open backend")
-            }
-        }
-    };
+/// Where a backend differs from the others, as the mechanisms do in
+/// CPython; the model and the conformance suite both read it. Keyed by
+/// name, so that kqueue's and /dev/poll's are stated before their lines
+/// exist (CPython's behaviour and their kernels', not run here); a backend
+/// not named here fails its tests until it states its own.
+pub struct Quirks {
+    /// What `select` does about a registered file closed behind its back.
+    pub closed_file: ClosedFile,
+    /// A pipe's read end whose writer is gone is reported to a WRITE
+    /// interest too (`POLLHUP`); select(2) counts it as readable only.
+    pub hang_up_wakes_writer: bool,
+    /// Descriptors at or above `FD_SETSIZE` are refused (`ValueError`).
+    pub below_fd_setsize: bool,
+    /// The mechanism is a kernel object with a descriptor (`fileno()`).
+    pub kernel_object: bool,
+    /// Regular files are refused (`EPERM`) rather than always ready.
+    pub refuses_regular_files: bool,
 }
-any_of!(AnySelect, BackendKind::Select);
-any_of!(AnyPoll, BackendKind::Poll);
-any_of!(AnyEpoll, BackendKind::Epoll);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedFile {
+    /// select(2): `EBADF` for the whole wait.
+    FailsTheWait,
+    /// poll(2): `POLLNVAL`, i.e. both events.
+    ReportsBoth,
+    /// epoll: the kernel dropped it; a `modify` that changes its events
+    /// fails with `EBADF` and the selector forgets the key.
+    Forgotten,
+}
+
+pub fn quirks(kind: BackendKind) -> Quirks {
+    let (closed_file, hang_up_wakes_writer, kernel_object) = match kind.name() {
+        "select" => (ClosedFile::FailsTheWait, false, false),
+        "poll" => (ClosedFile::ReportsBoth, true, false),
+        // Solaris and illumos report POLLNVAL for a closed descriptor
+        // that was not removed, as poll(2) does.
+        "devpoll" => (ClosedFile::ReportsBoth, true, true),
+        // Closing a descriptor deletes its knotes; CPython's `modify`
+        // (unregister, then register with EV_ADD) then fails with EBADF
+        // and leaves the file unregistered, as with epoll.
+        "epoll" | "kqueue" => (ClosedFile::Forgotten, true, true),
+        other => panic!("state the quirks of backend {other:?} in tests/common"),
+    };
+    Quirks {
+        closed_file,
+        hang_up_wakes_writer,
+        below_fd_setsize: kind.name() == "select",
+        kernel_object,
+        // epoll_ctl refuses regular files (EPERM); the others call them
+        // always ready.
+        refuses_regular_files: kind.name() == "epoll",
+    }
+}
 
 /// A new selector over `M`'s backend.
 pub fn open<M: BackendUnderTest, F: AsRawFd, D>() -> Selector<M::Backend, F, D> {
@@ -80,33 +121,46 @@ pub fn open<M: BackendUnderTest, F: AsRawFd, D>() -> Selector<M::Backend, F, D> 
 }
 
 /// Instantiates generic test bodies `fn name<M: BackendUnderTest>()` once
-/// per backend, as `select::name`, `poll::name`, `epoll::name`,
-/// `any_select::name`, `any_poll::name` and `any_epoll::name`.
+/// per backend of the registry, directly and through `AnySelector`: as
+/// `select::name`, `poll::name`, `epoll::name`, …, and `any::select::name`,
+/// `any::poll::name`, `any::epoll::name`, ….
 ///
 /// Attributes before a name (`#[ignore = "..."]`) go onto every
 /// instance. A name followed by `: exclusive` runs while no other test of
 /// the binary runs (see [`fd_lock`]); the others run side by side.
 #[macro_export]
 macro_rules! per_backend {
-    ($($(#[$attr:meta])* $name:ident $(: $lock:ident)?),* $(,)?) => {
-        $crate::per_backend!(@one select, SelectDirect; $($(#[$attr])* $name $(: $lock)?),*);
-        $crate::per_backend!(@one poll, PollDirect; $($(#[$attr])* $name $(: $lock)?),*);
-        $crate::per_backend!(@one epoll, EpollDirect; $($(#[$attr])* $name $(: $lock)?),*);
-        $crate::per_backend!(@one any_select, AnySelect; $($(#[$attr])* $name $(: $lock)?),*);
-        $crate::per_backend!(@one any_poll, AnyPoll; $($(#[$attr])* $name $(: $lock)?),*);
-        $crate::per_backend!(@one any_epoll, AnyEpoll; $($(#[$attr])* $name $(: $lock)?),*);
+    ((@each $tests:tt)
+        $({ [$($cfg:tt)*] $dflt:tt $kind:ident $name:literal $module:ident $ty:ident $($_:tt)* })*) => {
+        $(
+            #[cfg($($cfg)*)]
+            $crate::per_backend!(@one $module, $crate::common::Direct<rselectors::sys::$module::$ty>; $tests);
+        )*
+        mod any {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[cfg($($cfg)*)]
+                $crate::per_backend!(@one $module, $crate::common::AnyOf<rselectors::sys::$module::$ty>; $tests);
+            )*
+        }
     };
-    (@one $module:ident, $under_test:ident; $($(#[$attr:meta])* $name:ident $(: $lock:ident)?),*) => {
+    (@one $module:ident, $under_test:ty;
+        [$($(#[$attr:meta])* $name:ident $(: $lock:ident)?),* $(,)?]) => {
         mod $module {
             $(
                 #[test]
                 $(#[$attr])*
                 fn $name() {
                     let _fds = $crate::common::fd_lock(stringify!($($lock)?));
-                    super::$name::<$crate::common::$under_test>();
+                    super::$name::<$under_test>();
                 }
             )*
         }
+    };
+    // Listed last: it matches anything.
+    ($($tests:tt)*) => {
+        rselectors::for_each_backend!($crate::per_backend, @each [$($tests)*]);
     };
 }
 
@@ -216,16 +270,18 @@ pub fn raise_fd_limit(wanted: u64) -> Result<u64, String> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
     }
-    if limit.rlim_cur >= wanted {
-        return Ok(limit.rlim_cur);
+    // `rlim_t` is signed on some systems; a negative limit is none (infinity).
+    let (cur, max) = (as_u64(limit.rlim_cur), as_u64(limit.rlim_max));
+    if cur >= wanted {
+        return Ok(cur);
     }
-    if limit.rlim_max < wanted {
+    if max < wanted {
         return Err(format!(
             "hard RLIMIT_NOFILE is {}, {} wanted",
             limit.rlim_max, wanted
         ));
     }
-    limit.rlim_cur = wanted;
+    limit.rlim_cur = libc::rlim_t::try_from(wanted).expect("below the hard limit");
     // SAFETY: setrlimit reads one rlimit from a live local.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
         return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
@@ -245,7 +301,19 @@ pub fn raise_fd_limit_to_hard() -> Result<u64, String> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
     }
-    raise_fd_limit(limit.rlim_max.min(1 << 21).max(limit.rlim_cur))
+    raise_fd_limit(
+        as_u64(limit.rlim_max)
+            .min(1 << 21)
+            .max(as_u64(limit.rlim_cur)),
+    )
+}
+
+/// A resource limit as a `u64` (a negative one, where `rlim_t` is signed,
+/// is `RLIM_INFINITY`).
+// `rlim_t` is `u64` on Linux, `i64` on FreeBSD.
+#[allow(clippy::useless_conversion)]
+fn as_u64(limit: libc::rlim_t) -> u64 {
+    u64::try_from(limit).unwrap_or(u64::MAX)
 }
 
 thread_local! {

@@ -1,8 +1,10 @@
 //! `register`, `unregister` and `modify`: CPython's `test_register`,
 //! `test_unregister*`, `test_modify*` and `EpollSelectorTestCase.test_register_file`.
 
-use crate::common::{by_fd, dup2_onto, open, pipe, raw, select_all, socketpair, BackendUnderTest};
-use rselectors::{Backend, BackendKind, Error, ErrorKind, Events, Fd, Selector};
+use crate::common::{
+    by_fd, dup2_onto, open, pipe, quirks, raw, select_all, socketpair, BackendUnderTest, ClosedFile,
+};
+use rselectors::{Backend, Error, ErrorKind, Events, Fd, Selector};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -140,7 +142,7 @@ fn register_regular_file<M: BackendUnderTest>() {
     let mut sel = open::<M, File, ()>();
     let file = File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     let fd = file.as_raw_fd();
-    if M::KIND == BackendKind::Epoll {
+    if quirks(M::KIND).refuses_regular_files {
         let rejected = sel.register(file, Events::READ, ()).unwrap_err();
         assert_eq!(rejected.error.kind(), ErrorKind::Os);
         assert_eq!(rejected.error.raw_os_error(), Some(libc::EPERM));
@@ -461,7 +463,7 @@ fn modify_on_fd_closed_behind_the_back<M: BackendUnderTest>() {
     assert_eq!(sel.modify(fd, Events::READ, 2).unwrap().data, 2);
 
     let result = sel.modify_events(fd, Events::WRITE).map(|key| key.events);
-    if M::KIND == BackendKind::Epoll {
+    if quirks(M::KIND).closed_file == ClosedFile::Forgotten {
         let error = result.unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{error:?}");
         assert!(matches!(sel.get_key(fd), Err(Error::NotRegistered(_))));

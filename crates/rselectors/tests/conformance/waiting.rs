@@ -4,8 +4,8 @@
 //! timeout conversion, hang-up reporting, `Waker` and `FD_SETSIZE`.
 
 use crate::common::{
-    by_fd, dup_at_least, install_sigalrm_counter, open, pipe, raise_fd_limit, raw, select_all,
-    send_sigalrm, sigalrms_seen, socketpair, BackendUnderTest, XorShift,
+    by_fd, dup_at_least, install_sigalrm_counter, open, pipe, quirks, raise_fd_limit, raw,
+    select_all, send_sigalrm, sigalrms_seen, socketpair, BackendUnderTest, ClosedFile, XorShift,
 };
 use rselectors::{Backend, BackendKind, Error, ErrorKind, Events, Fd, Selector, Waker};
 use std::io::{Read, Write};
@@ -170,14 +170,16 @@ fn timeouts_zero_none_and_positive<M: BackendUnderTest>() {
 }
 
 /// A timeout below the backend's resolution is rounded up, never truncated
-/// to a zero-time poll: select(2) counts microseconds, poll(2) and
-/// epoll_wait(2) milliseconds.
+/// to a zero-time poll: select(2) counts microseconds, poll(2),
+/// epoll_wait(2) and /dev/poll milliseconds, kevent(2) nanoseconds.
 fn tiny_timeout_is_rounded_up<M: BackendUnderTest>() {
     let mut sel = open::<M, UnixStream, ()>();
     let (rd, _wr) = socketpair();
     sel.register(rd, Events::READ, ()).unwrap();
-    let resolution = match M::KIND {
-        BackendKind::Select => Duration::from_micros(1),
+    let resolution = match M::KIND.name() {
+        "select" => Duration::from_micros(1),
+        // kevent(2) takes a timespec, as CPython's KqueueSelector passes it.
+        "kqueue" => Duration::from_nanos(1),
         _ => Duration::from_millis(1),
     };
     for timeout in [
@@ -384,9 +386,10 @@ fn hang_up_and_errors_reported_as_cpython<M: BackendUnderTest>() {
     ));
     // A pipe's hang-up (POLLHUP) wakes writers too under poll and epoll;
     // select(2) counts it as readable only. CPython differs alike.
-    let hung_up = match M::KIND {
-        BackendKind::Select => Events::READ,
-        _ => Events::READ | Events::WRITE,
+    let hung_up = if quirks(M::KIND).hang_up_wakes_writer {
+        Events::READ | Events::WRITE
+    } else {
+        Events::READ
     };
     assert_eq!(
         select_all(&mut sel, SOON),
@@ -419,17 +422,17 @@ fn select_with_an_fd_closed_behind_the_back<M: BackendUnderTest>() {
     let result = sel
         .select(Some(Duration::ZERO))
         .map(|_| crate::common::drain(&mut sel));
-    match M::KIND {
-        BackendKind::Select => {
+    match quirks(M::KIND).closed_file {
+        ClosedFile::FailsTheWait => {
             let error = result.unwrap_err();
             assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{error:?}");
             assert_eq!(sel.next_ready(), None);
         }
-        BackendKind::Poll => assert_eq!(
+        ClosedFile::ReportsBoth => assert_eq!(
             result.unwrap(),
             by_fd(vec![(gone_fd, Events::READ), (live_fd, Events::WRITE)])
         ),
-        BackendKind::Epoll => assert_eq!(result.unwrap(), [(live_fd, Events::WRITE)]),
+        ClosedFile::Forgotten => assert_eq!(result.unwrap(), [(live_fd, Events::WRITE)]),
     }
     // Unregistering it mends everything.
     sel.unregister(gone_fd).unwrap();
