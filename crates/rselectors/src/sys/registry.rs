@@ -44,6 +44,8 @@ macro_rules! for_each_backend {
             // bytes) inline would spread every `AnySelector`'s busy fields
             // over four more cache lines, for the backend used least.
             #[cfg(epoll)] Epoll("epoll", epoll::EpollBackend, EpollSelector);
+            #[cfg(devpoll)] Devpoll("devpoll", devpoll::DevpollBackend, DevpollSelector);
+            #[cfg(kqueue)] Kqueue("kqueue", kqueue::KqueueBackend, KqueueSelector);
             #[cfg(all())] Poll("poll", poll::PollBackend, PollSelector);
             #[cfg(all())] Select("select", select::SelectBackend, SelectSelector, boxed);
         }
