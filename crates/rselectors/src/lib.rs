@@ -84,8 +84,6 @@ pub use selector::EpollSelector;
 pub use selector::{
     AnySelector, DefaultSelector, DetachedWait, PollSelector, SelectSelector, Selector,
 };
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use sys::signal;
 pub use sys::{AnyBackend, AnyWaiter, Backend, BackendKind, ReadyList, UnknownBackend, Waiter};
 pub use table::{Keys, Map};
 #[cfg(any(target_os = "linux", target_os = "android"))]

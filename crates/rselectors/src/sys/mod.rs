@@ -20,8 +20,6 @@ pub mod epoll;
 pub(crate) mod eventfd;
 pub mod poll;
 pub mod select;
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub mod signal;
 
 /// A readiness mechanism of the operating system.
 pub trait Backend {
