@@ -1,73 +1,113 @@
 //! SIGINT, SIGTERM and SIGHUP as selector events, and SIGTTIN kept from
 //! stopping a server in the background.
 //!
-//! `signal-hook` owns the handlers: they write to its self-pipe and chain
-//! with any other handler of the process, and a thread of ours turns each
-//! signal into a wake-up of the event loop's [`Waker`] (whatever the
-//! platform's waker is: an eventfd, a pipe, a kqueue user event), after
-//! recording it for [`take_received`]. The library installs no handler.
+//! `signal-hook` owns the handlers: they chain with any other handler of
+//! the process and write a byte to one end of a socket pair whose other
+//! end, [`Signals`], the event loop that handles signals watches as one
+//! more file object in its selector (as `signal-hook-mio` does). No thread
+//! relays them: a second thread would make every wait of the loop go
+//! through the C library's cancellation-point wrapper. The library
+//! installs no handler.
 //!
 //! SIGHUP (the terminal closed) stops a server as SIGTERM does, unless the
 //! server was started with SIGHUP ignored (`nohup`): then it stays ignored.
 
 use crate::logging::debug;
 use nix::sys::signal::{SigSet, Signal};
-use rselectors::Waker;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::thread;
 
-/// The wakers that signals wake (one per server in the process).
-static WAKERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
-/// Whether the handlers and the thread that relays signals are in place.
-static RELAYING: Mutex<bool> = Mutex::new(false);
-/// The last signal received and not yet taken, or 0.
-static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// The signals that stop a server, delivered through a socket to watch
+/// for READ; [`Signals::take`] once it is readable.
+#[derive(Debug)]
+pub struct Signals {
+    delivery: SignalDelivery<UnixStream, SignalOnly>,
+    /// Whether SIGHUP is among them (not if ignored from the start).
+    hangup: bool,
+}
 
-/// Routes SIGINT, SIGTERM and SIGHUP (unless ignored from the start) to
-/// `waker`: each one is recorded for [`take_received`] and wakes it.
-pub fn install(waker: &Waker) -> io::Result<()> {
-    let mut relaying = RELAYING.lock().unwrap_or_else(PoisonError::into_inner);
-    if !*relaying {
+impl Signals {
+    /// Routes SIGINT, SIGTERM and SIGHUP (unless ignored from the start)
+    /// to a new socket. Signals that arrive before it is watched wait in
+    /// the socket.
+    pub fn install() -> io::Result<Signals> {
         let mut signals = vec![SIGINT, SIGTERM];
-        match ignored_from_the_start(SIGHUP) {
-            Some(false) => signals.push(SIGHUP),
-            Some(true) => debug!("SIGHUP is ignored (nohup): it does not stop the server"),
-            None => debug!("cannot tell whether SIGHUP is ignored: left as it is"),
+        let hangup = match ignored_from_the_start(SIGHUP) {
+            Some(false) => true,
+            Some(true) => {
+                debug!("SIGHUP is ignored (nohup): it does not stop the server");
+                false
+            }
+            None => {
+                debug!("cannot tell whether SIGHUP is ignored: left as it is");
+                false
+            }
+        };
+        if hangup {
+            signals.push(SIGHUP);
         }
-        let signals = Signals::new(&signals)?;
-        thread::Builder::new()
-            .name("signals".to_owned())
-            .spawn(move || relay(signals))?;
-        *relaying = true;
+        // Both ends stay blocking: the handler sends and `take` receives
+        // with a per-call no-wait flag.
+        let (read, write) = UnixStream::pair()?;
+        let delivery = SignalDelivery::with_pipe(read, write, SignalOnly, signals)?;
+        Ok(Signals { delivery, hangup })
     }
-    lock_wakers().push(waker.clone());
-    Ok(())
-}
 
-fn lock_wakers() -> std::sync::MutexGuard<'static, Vec<Waker>> {
-    WAKERS.lock().unwrap_or_else(PoisonError::into_inner)
-}
+    /// Empties the socket; the name of a signal received since the last
+    /// call, if any.
+    pub fn take(&mut self) -> Option<&'static str> {
+        let mut taken = None;
+        for signo in self.delivery.pending() {
+            taken = taken.or(name(signo));
+        }
+        taken
+    }
 
-/// Records each signal, then wakes the event loops: a loop woken always
-/// finds the signal that woke it.
-fn relay(mut signals: Signals) {
-    for signo in signals.forever() {
-        RECEIVED.store(signo, Ordering::SeqCst);
-        for waker in lock_wakers().iter() {
-            // Fails only if the waker is saturated: awake anyway.
-            let _ = waker.wake();
+    /// What the console's `list` says of it.
+    pub fn describe(&self) -> &'static str {
+        if self.hangup {
+            "signals (SIGINT, SIGTERM, SIGHUP)"
+        } else {
+            "signals (SIGINT, SIGTERM)"
         }
     }
 }
 
-/// The name of the signal received since the last call, if any.
-pub fn take_received() -> Option<&'static str> {
-    match RECEIVED.swap(0, Ordering::SeqCst) {
+/// [`Signals`] installed before the loops of `--threads` start (so that
+/// none is lost once `listening on` is printed), for loop 0 to take.
+#[derive(Debug)]
+pub struct FirstLoopSignals(Mutex<Option<Signals>>);
+
+impl FirstLoopSignals {
+    /// Installs the [`Signals`] for loop 0.
+    pub fn install() -> io::Result<FirstLoopSignals> {
+        Ok(FirstLoopSignals(Mutex::new(Some(Signals::install()?))))
+    }
+
+    /// The signals, for loop 0 (`index` 0), once; `None` for the others.
+    pub fn take(&self, index: usize) -> Option<Signals> {
+        if index != 0 {
+            return None;
+        }
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.delivery.get_read().as_raw_fd()
+    }
+}
+
+/// The name of a signal that stops a server.
+fn name(signo: libc::c_int) -> Option<&'static str> {
+    match signo {
         SIGINT => Some("SIGINT"),
         SIGTERM => Some("SIGTERM"),
         SIGHUP => Some("SIGHUP"),
@@ -125,8 +165,11 @@ pub fn ignore_background_terminal_reads() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ignored_by_ps, ignored_from_the_start, parse_mask};
+    use super::{ignored_by_ps, ignored_from_the_start, parse_mask, FirstLoopSignals, Signals};
     use nix::sys::signal::{SigSet, Signal};
+    use rselectors::{AnySelector, BackendKind, Events};
+    use signal_hook::consts::SIGTERM;
+    use std::time::Duration;
 
     #[test]
     fn reads_the_ignored_signals_of_this_process() {
@@ -153,6 +196,35 @@ mod tests {
             .find_map(|line| line.strip_prefix("SigIgn:"))
             .and_then(parse_mask);
         assert_eq!(Some(by_ps), by_proc);
+    }
+
+    /// A signal makes the socket readable in a selector, with no thread
+    /// in between; taking it empties the socket.
+    #[test]
+    fn a_signal_is_a_readable_socket_taken_once() {
+        let mut sel: AnySelector<Signals, ()> =
+            AnySelector::with_kind(BackendKind::DEFAULT).unwrap();
+        let fd = sel
+            .register(Signals::install().unwrap(), Events::READ, ())
+            .unwrap()
+            .fd;
+        assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
+        // Handled on this thread before `raise` returns.
+        signal_hook::low_level::raise(SIGTERM).unwrap();
+        assert_eq!(sel.select(Some(Duration::from_secs(5))).unwrap(), 1);
+        assert_eq!(sel.next_ready(), Some((fd, Events::READ)));
+        let signals = sel.get_key_mut(fd).unwrap().fileobj;
+        assert_eq!(signals.take(), Some("SIGTERM"));
+        assert_eq!(signals.take(), None);
+        assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
+    }
+
+    #[test]
+    fn loop_zero_alone_takes_the_signals() {
+        let signals = FirstLoopSignals::install().unwrap();
+        assert!(signals.take(1).is_none());
+        assert!(signals.take(0).is_some());
+        assert!(signals.take(0).is_none());
     }
 
     #[test]

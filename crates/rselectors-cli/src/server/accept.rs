@@ -433,7 +433,7 @@ mod tests {
         let second = first.try_clone().unwrap();
         let new_loop = |listener| -> Server<EchoClient> {
             let waker = Waker::new().unwrap();
-            Server::on_listener(listener, BackendKind::DEFAULT, waker, false).unwrap()
+            Server::on_listener(listener, BackendKind::DEFAULT, waker, None).unwrap()
         };
         let (mut a, mut b) = (new_loop(first), new_loop(second));
         // No `connected` lines among the test results.
