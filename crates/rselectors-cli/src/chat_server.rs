@@ -25,7 +25,7 @@ use crate::lines::LineBuffer;
 use crate::logging::{say, warning};
 use crate::loops::{self, Loops};
 use crate::server::{print_summary, Client, Event, Server};
-use crate::signals;
+use crate::signals::{FirstLoopSignals, Signals};
 use rselectors::{BackendKind, Events, Waker};
 use std::io::{self, Write};
 use std::mem;
@@ -182,26 +182,29 @@ pub fn run(addr: &str, kind: BackendKind, max_backlog: usize, threads: usize) ->
     }
     let listeners = loops::bind_listeners(addr, threads)?;
     let loops: Loops<Broadcast> = Loops::new(threads)?;
-    signals::install(&loops.waker(0))?;
+    let signals = FirstLoopSignals::install()?;
     say!("listening on {}", listeners[0].local_addr()?);
     let stats = loops::run(&loops, listeners, |index, listener| {
-        run_loop(&loops, index, listener, kind, max_backlog)
+        let signals = signals.take(index);
+        run_loop(&loops, index, listener, signals, kind, max_backlog)
     })?;
     let reason = loops.stop_reason();
     print_summary(reason.as_deref().unwrap_or("done"), stats);
     Ok(())
 }
 
-/// Loop `index` of `loops`, until one of them stops.
+/// Loop `index` of `loops`, until one of them stops; `signals` stop it
+/// (loop 0).
 fn run_loop(
     loops: &Loops<Broadcast>,
     index: usize,
     listener: TcpListener,
+    signals: Option<Signals>,
     kind: BackendKind,
     max_backlog: usize,
 ) -> io::Result<crate::server::Stats> {
     let waker: Waker = loops.waker(index);
-    let server = Server::on_listener(listener, kind, waker, index == 0)?;
+    let server = Server::on_listener(listener, kind, waker, signals)?;
     let peers = Peers {
         loops,
         index,

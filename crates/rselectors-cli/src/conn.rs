@@ -264,7 +264,7 @@ fn write_nonblocking(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> 
         return Ok(0);
     }
     loop {
-        return match rustix::net::send(&*stream, bytes, SendFlags::NOSIGNAL) {
+        return match rustix::net::send(&*stream, bytes, SEND_FLAGS) {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => Ok(n),
             Err(Errno::AGAIN) => Ok(0),
@@ -299,12 +299,32 @@ pub fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
+/// `MSG_NOSIGNAL`: a write to a peer that went away fails with `EPIPE`
+/// instead of raising SIGPIPE. macOS has no such flag; there every socket
+/// has `SO_NOSIGPIPE` instead: socket2 and std set it on the sockets they
+/// make, and a socket accepted from a listener inherits it (a test checks
+/// it: `accepted_sockets_have_nosigpipe`).
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: SendFlags = SendFlags::empty();
+
 /// Whether a socket accepted from a listener starts with the listener's
-/// `TCP_NODELAY`: Linux copies the listening socket's options (its whole
-/// `tcp_sock`, Nagle's flag included) to each connection it accepts, so a
-/// server sets the option once on the listener instead of once per
-/// connection (a test checks it: `accepted_sockets_have_nodelay`).
-pub const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(target_os = "linux", target_os = "android"));
+/// `TCP_NODELAY`, so that a server sets the option once on the listener
+/// instead of once per connection (a test checks it on the machine at
+/// hand: `accepted_sockets_have_nodelay`). Linux copies the listening
+/// socket's options (its whole `tcp_sock`, Nagle's flag included); the
+/// BSDs and macOS copy `TF_NODELAY` from the listener's `tcpcb`. illumos
+/// is not known to: the option is set on each connection there.
+pub const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+));
 
 /// Replies are small and interactive: do not wait to coalesce them.
 /// (rustix: one direct system call.)

@@ -14,7 +14,7 @@ use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::logging::{debug, say};
 use crate::loops::{self, Loops};
 use crate::server::{print_summary, Client, Event, Server, Stats, Step};
-use crate::signals;
+use crate::signals::FirstLoopSignals;
 use rselectors::{BackendKind, Events};
 use std::io;
 use std::net::SocketAddr;
@@ -62,12 +62,12 @@ pub fn run(addr: &str, kind: BackendKind, upper: bool, threads: usize) -> io::Re
     }
     let listeners = loops::bind_listeners(addr, threads)?;
     let loops: Loops<()> = Loops::new(threads)?;
-    signals::install(&loops.waker(0))?;
+    let signals = FirstLoopSignals::install()?;
     say!("listening on {}", listeners[0].local_addr()?);
     let stats = loops::run(&loops, listeners, |index, listener| {
         let waker = loops.waker(index);
         let mut server: Server<EchoClient> =
-            Server::on_listener(listener, kind, waker, index == 0)?;
+            Server::on_listener(listener, kind, waker, signals.take(index))?;
         event_loop(&mut server, upper, Some(&loops))?;
         if let Some(reason) = server.stop_reason() {
             loops.stop_all(reason);

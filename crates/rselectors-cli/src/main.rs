@@ -147,7 +147,8 @@ struct Threads {
     /// (SO_REUSEPORT): the kernel spreads new connections over all of
     /// them, and over this server's loops, each then with a socket of its
     /// own. Without it a port in use is an error ("Address already in
-    /// use").
+    /// use"). Linux, Android, FreeBSD and DragonFly only: elsewhere
+    /// sockets sharing a port do not share its connections.
     #[arg(long)]
     reuse_port: bool,
 }

@@ -16,7 +16,7 @@ use limits::IdleTimer;
 use crate::budget;
 use crate::conn::{is_disconnect, set_nodelay, Conn};
 use crate::logging::{self, debug, info, say, warning, Level};
-use crate::signals;
+use crate::signals::Signals;
 use crate::stdin::Stdin;
 use accept::AcceptPace;
 pub use accept::{bind_listener, listen_on, on_first_address};
@@ -96,9 +96,11 @@ pub enum Source<C> {
     /// The listening socket's descriptor. The [`Server`] owns the socket
     /// (and outlives the registration), so accepting needs no lookup.
     Listener(RawFd),
-    /// This loop's waker: woken by the SIGINT / SIGTERM handler (the loop
-    /// that handles signals) and by the other loops (`--threads`).
+    /// This loop's waker: woken by the other loops (`--threads`).
     Waker(Waker),
+    /// The signals that stop the server (the loop that handles them).
+    /// Boxed: one per process, kept out of the size of every key.
+    Signals(Box<Signals>),
     /// Standard input, read as console commands.
     Console(Stdin),
     /// Ticks of the idle timeout (see [`limits`]).
@@ -112,6 +114,7 @@ impl<C: Client> AsRawFd for Source<C> {
         match self {
             Source::Listener(fd) => *fd,
             Source::Waker(waker) => waker.as_raw_fd(),
+            Source::Signals(signals) => signals.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
             Source::IdleTimer(timer) => timer.as_raw_fd(),
             Source::Client(client) => client.conn().as_raw_fd(),
@@ -127,8 +130,8 @@ pub enum Event {
     Console(RawFd),
     /// A client is ready for these events.
     Client(RawFd, Events),
-    /// The loop's waker went off (a signal was handled already): another
-    /// loop may have posted to this one's inbox or asked it to stop.
+    /// The loop's waker went off: another loop may have posted to this
+    /// one's inbox or asked it to stop.
     Wake,
 }
 
@@ -169,8 +172,6 @@ pub struct Server<C> {
     /// watches it.
     listener: TcpListener,
     local_addr: SocketAddr,
-    /// Whether this loop's waker is the one SIGINT and SIGTERM wake.
-    handles_signals: bool,
     /// Clients connected now.
     clients: usize,
     /// While accepting is paused, when to try again. The listener is
@@ -196,25 +197,23 @@ pub struct Server<C> {
 }
 
 impl<C: Client> Server<C> {
-    /// Binds `addr`, opens a selector of `kind`, routes SIGINT and SIGTERM
-    /// to it, and prints `listening on ADDR`.
+    /// Binds `addr`, opens a selector of `kind` that watches the signals
+    /// that stop the server, and prints `listening on ADDR`.
     pub fn bind(addr: &str, kind: BackendKind) -> io::Result<Server<C>> {
         let listener = bind_listener(addr, false)?;
-        let waker = Waker::new()?;
-        signals::install(&waker)?;
-        let server = Server::on_listener(listener, kind, waker, true)?;
+        let signals = Signals::install()?;
+        let server = Server::on_listener(listener, kind, Waker::new()?, Some(signals))?;
         say!("listening on {}", server.local_addr);
         Ok(server)
     }
 
-    /// One event loop: a selector of `kind` watching `listener` and
-    /// `waker`. If `handles_signals`, SIGINT and SIGTERM (routed to
-    /// `waker` by the caller) stop it.
+    /// One event loop: a selector of `kind` watching `listener`, `waker`
+    /// and, if given, `signals`, which then stop it.
     pub fn on_listener(
         listener: TcpListener,
         kind: BackendKind,
         waker: Waker,
-        handles_signals: bool,
+        signals: Option<Signals>,
     ) -> io::Result<Server<C>> {
         let local_addr = listener.local_addr()?;
         // Inherited by every connection it accepts (see `Conn::accepted`):
@@ -223,6 +222,9 @@ impl<C: Client> Server<C> {
         let mut sel = AnySelector::with_kind(kind)?;
         sel.register(Source::Listener(listener.as_raw_fd()), Events::READ, ())?;
         sel.register(Source::Waker(waker), Events::READ, ())?;
+        if let Some(signals) = signals {
+            sel.register(Source::Signals(Box::new(signals)), Events::READ, ())?;
+        }
         if let Some(timer) = IdleTimer::for_timeout()? {
             sel.register(Source::IdleTimer(timer), Events::READ, ())?;
         }
@@ -231,7 +233,6 @@ impl<C: Client> Server<C> {
             sel,
             listener,
             local_addr,
-            handles_signals,
             clients: 0,
             paused: None,
             accept_pace: AcceptPace::default(),
@@ -308,8 +309,13 @@ impl<C: Client> Server<C> {
                         // Reset before the owner looks at its inbox, so that a
                         // post made after this point wakes the loop again.
                         let _ = waker.reset();
-                        self.take_signal();
                         return Some(Event::Wake);
+                    }
+                    Source::Signals(signals) => {
+                        if let Some(signal) = signals.take() {
+                            self.stop_on_signal(signal);
+                        }
+                        continue;
                     }
                     Source::Console(_) => return Some(Event::Console(fd)),
                     Source::IdleTimer(_) => {
@@ -326,16 +332,12 @@ impl<C: Client> Server<C> {
         }
     }
 
-    // Out of line: the echo server's loop wakes only for signals, and the
-    // chat server's once per broadcast round at most.
+    // Out of line: once in a server's life.
+    #[cold]
     #[inline(never)]
-    fn take_signal(&mut self) {
-        if self.handles_signals {
-            if let Some(signal) = signals::take_received() {
-                info!("received {signal}, stopping");
-                self.request_stop(signal);
-            }
-        }
+    fn stop_on_signal(&mut self, signal: &str) {
+        info!("received {signal}, stopping");
+        self.request_stop(signal);
     }
 
     /// The client registered at `fd`.
@@ -510,10 +512,8 @@ impl<C: Client> Server<C> {
             .map(|key| {
                 let what = match &key.fileobj {
                     Source::Listener(_) => format!("listener {}", self.local_addr),
-                    Source::Waker(_) if self.handles_signals => {
-                        "signal waker (SIGINT, SIGTERM, SIGHUP)".to_owned()
-                    }
                     Source::Waker(_) => "waker (other event loops)".to_owned(),
+                    Source::Signals(signals) => signals.describe().to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
                     Source::IdleTimer(_) => "idle timer (--idle-timeout)".to_owned(),
                     Source::Client(client) => {

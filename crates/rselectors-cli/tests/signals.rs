@@ -1,5 +1,5 @@
 //! Signals that stop the servers: SIGHUP (the terminal closed) as SIGTERM
-//! does, unless started under `nohup`.
+//! does, unless started under `nohup`; and no thread to deliver them.
 
 mod common;
 
@@ -81,5 +81,50 @@ fn under_nohup_sighup_is_ignored_and_sigterm_still_stops() {
         server.signal("TERM");
         assert!(server.wait_exit().success(), "{}", server.stderr());
         server.wait_stdout_line("stopped (SIGTERM): 1 connections served");
+    }
+}
+
+/// The threads of process `pid`, or `None` where /proc does not list them.
+fn threads_of(pid: u32) -> Option<usize> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(tasks.count())
+}
+
+/// Signals reach the loop through a socket in its selector, not through a
+/// thread: a server runs one thread per event loop (a second thread would
+/// make every wait go through the C library's cancellation wrapper). The
+/// idle timeout is off, as it may have a timer thread of its own.
+#[test]
+fn servers_run_one_thread_per_event_loop() {
+    if threads_of(std::process::id()).is_none() {
+        eprintln!("note: no /proc/PID/task here; skipping");
+        return;
+    }
+    for server in ["echo-server", "chat-server"] {
+        for threads in [1, 2] {
+            let count = threads.to_string();
+            let args = [
+                server,
+                "--addr",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "0",
+                "--threads",
+                &count,
+            ];
+            let mut server = start_server(&args);
+            // Served: every loop's thread is started by then.
+            let mut peer = Peer::connect(server.addr);
+            peer.send(b"hi\n");
+            assert!(peer.read_line().ends_with(b"\n"), "{args:?}");
+            assert_eq!(threads_of(server.pid()), Some(threads), "{args:?}");
+            server.signal("TERM");
+            assert!(
+                server.wait_exit().success(),
+                "{args:?}: {}",
+                server.stderr()
+            );
+            server.wait_stdout_line("stopped (SIGTERM): 1 connections served");
+        }
     }
 }

@@ -79,8 +79,6 @@ pub use error::{Error, ErrorKind, Rejected, Result};
 pub use events::Events;
 pub use key::{Fd, KeyMut, SelectorKey};
 pub use selector::{AnySelector, DetachedWait, Selector};
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use sys::signal;
 pub use sys::{AnyBackend, AnyWaiter, Backend, BackendKind, ReadyList, UnknownBackend, Waiter};
 pub use table::{Keys, Map};
 pub use waker::Waker;

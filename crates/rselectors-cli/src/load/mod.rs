@@ -185,11 +185,19 @@ fn churn_source(server: SocketAddr, n: usize) -> Option<SocketAddr> {
 /// given; port 0 there lets the kernel pick): register it for WRITE, then
 /// ask [`connect_result`] once it is writable.
 fn start_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
+    #[cfg(not(target_vendor = "apple"))]
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
+    // No `SOCK_NONBLOCK` on macOS: a second system call.
+    #[cfg(target_vendor = "apple")]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
     // Messages are small and must not wait to be coalesced.
     socket.set_tcp_nodelay(true)?;
     if let Some(source) = source {

@@ -8,6 +8,7 @@ use crate::conn::Conn;
 use crate::logging::{self, debug, info, warning, Level};
 use rselectors::{Events, Rejected};
 use rustix::io::Errno;
+#[cfg(not(target_vendor = "apple"))]
 use rustix::net::SocketFlags;
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io;
@@ -73,20 +74,7 @@ impl<C: Client> Server<C> {
                     self.accept_pace.emptied_after(taken);
                     return;
                 }
-                // The connection died in the queue, or (Linux) accept passed
-                // on a network error pending on it: go on with the next one.
-                Err(
-                    e @ (Errno::CONNABORTED
-                    | Errno::INTR
-                    | Errno::PROTO
-                    | Errno::NETDOWN
-                    | Errno::NOPROTOOPT
-                    | Errno::HOSTDOWN
-                    | Errno::NONET
-                    | Errno::HOSTUNREACH
-                    | Errno::OPNOTSUPP
-                    | Errno::NETUNREACH),
-                ) => {
+                Err(e) if died_in_queue(e) => {
                     debug!("accept: {}", io::Error::from(e));
                 }
                 Err(e) => {
@@ -193,6 +181,35 @@ fn refuse<C: Client>(refused: Rejected<Source<C>, ()>, peer: Option<SocketAddr>)
     warning!("refusing {}: {}", Who(peer, fd), refused.error);
 }
 
+/// Whether an accept failed for this one connection only: it died in the
+/// queue, or (Linux) accept passed on a network error pending on it. The
+/// next one may be fine.
+#[inline]
+fn died_in_queue(e: Errno) -> bool {
+    // ENONET is not in the BSDs' or macOS's errno.
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "solaris"
+    ))]
+    if e == Errno::NONET {
+        return true;
+    }
+    matches!(
+        e,
+        Errno::CONNABORTED
+            | Errno::INTR
+            | Errno::PROTO
+            | Errno::NETDOWN
+            | Errno::NOPROTOOPT
+            | Errno::HOSTDOWN
+            | Errno::HOSTUNREACH
+            | Errno::OPNOTSUPP
+            | Errno::NETUNREACH
+    )
+}
+
 /// How many connections the listener's next readiness event accepts.
 ///
 /// Draining the queue ends with an `accept4` that fails with `EAGAIN`: one
@@ -244,8 +261,17 @@ fn accept_nonblocking(
     if with_peer {
         return accept_with_peer(listener);
     }
-    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-    let fd = rustix::net::accept_with(listener, flags)?;
+    #[cfg(not(target_vendor = "apple"))]
+    let fd = rustix::net::accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    // macOS has no `accept4`. The descriptor is without close-on-exec for
+    // a moment: the programs start no other program meanwhile.
+    #[cfg(target_vendor = "apple")]
+    let fd = {
+        let fd = rustix::net::accept(listener)?;
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        rustix::io::ioctl_fionbio(&fd, true)?;
+        fd
+    };
     Ok((fd.into(), None))
 }
 
@@ -253,7 +279,14 @@ fn accept_nonblocking(
 /// path does without it).
 #[inline(never)]
 fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
+    #[cfg(not(target_vendor = "apple"))]
     let accepted = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    // No `accept4` on macOS: socket2's `accept` sets close-on-exec.
+    #[cfg(target_vendor = "apple")]
+    let accepted = SockRef::from(listener).accept().and_then(|(socket, peer)| {
+        socket.set_nonblocking(true)?;
+        Ok((socket, peer))
+    });
     // socket2's errors are the OS's, so each has an errno.
     let (socket, peer) = accepted.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
     // Not TCP/IP: not something this listener can accept.
@@ -297,8 +330,7 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
     // A restarted server can bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;
     if reuse_port {
-        // The kernel spreads incoming connections over the listeners.
-        socket.set_reuse_port(true)?;
+        share_port(&socket)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
@@ -306,9 +338,39 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
     Ok(socket.into())
 }
 
+/// Lets other sockets listen on `socket`'s address and port, the kernel
+/// spreading new connections over them (`SO_REUSEPORT`; on FreeBSD
+/// `SO_REUSEPORT_LB`, since its `SO_REUSEPORT` does not spread them).
+/// Refused elsewhere: illumos has no `SO_REUSEPORT`, and on macOS, NetBSD
+/// and OpenBSD sockets sharing a port do not share its connections (one
+/// of them would get them all).
+fn share_port(socket: &Socket) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "dragonfly"))]
+    return socket.set_reuse_port(true);
+    #[cfg(target_os = "freebsd")]
+    return socket.set_reuse_port_lb(true);
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "dragonfly",
+        target_os = "freebsd"
+    )))]
+    {
+        let _ = socket;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--reuse-port is not supported on this system: sockets that share a port \
+             do not share its connections here (--threads alone works: its loops share \
+             one socket)",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{listen_on, AcceptPace, Server, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
+    use super::{
+        accept_nonblocking, listen_on, AcceptPace, Server, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN,
+    };
     use crate::conn::{set_nodelay, Conn};
     use crate::echo_server::EchoClient;
     use crate::logging::{self, Level};
@@ -337,6 +399,29 @@ mod tests {
         }
     }
 
+    /// What the accept of the servers gives, with or without the peer's
+    /// address: a non-blocking socket, closed on exec (one `accept4`, or
+    /// three calls on macOS), and there with `SO_NOSIGPIPE` (macOS has no
+    /// `MSG_NOSIGNAL`), inherited from the listener.
+    #[test]
+    fn accepted_sockets_are_nonblocking_and_close_on_exec() {
+        use rustix::fs::{fcntl_getfl, OFlags};
+        use rustix::io::{fcntl_getfd, FdFlags};
+        let listener = listen_on("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.local_addr().unwrap();
+        for with_peer in [false, true] {
+            // A blocking connect on loopback returns once the connection
+            // is queued for accept.
+            let client = TcpStream::connect(addr).unwrap();
+            let (stream, peer) = accept_nonblocking(&listener, with_peer).unwrap();
+            assert_eq!(peer, with_peer.then(|| client.local_addr().unwrap()));
+            assert!(fcntl_getfl(&stream).unwrap().contains(OFlags::NONBLOCK));
+            assert!(fcntl_getfd(&stream).unwrap().contains(FdFlags::CLOEXEC));
+            #[cfg(target_vendor = "apple")]
+            assert!(rustix::net::sockopt::socket_nosigpipe(&stream).unwrap());
+        }
+    }
+
     /// Two loops watch one listening socket (the default of `--threads`):
     /// the one that calls `accept4` first takes a connection, the other
     /// finds the queue empty (`EAGAIN`), keeps watching the listener and
@@ -348,7 +433,7 @@ mod tests {
         let second = first.try_clone().unwrap();
         let new_loop = |listener| -> Server<EchoClient> {
             let waker = Waker::new().unwrap();
-            Server::on_listener(listener, BackendKind::Epoll, waker, false).unwrap()
+            Server::on_listener(listener, BackendKind::DEFAULT, waker, None).unwrap()
         };
         let (mut a, mut b) = (new_loop(first), new_loop(second));
         // No `connected` lines among the test results.

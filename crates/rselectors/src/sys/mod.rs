@@ -21,9 +21,6 @@ crate::for_each_backend!(registry::declare_modules);
 pub(crate) use registry::selector_aliases;
 pub use registry::{AnyBackend, AnyWaiter, BackendKind, UnknownBackend};
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub mod signal;
-
 /// A readiness mechanism of the operating system.
 pub trait Backend {
     /// Opens the kernel object (if the mechanism has one).
