@@ -19,14 +19,29 @@ mod keys;
 mod selector;
 mod timeout;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use rselectors::BackendKind;
+use timeout::{parse_timeout, TimeoutRule};
 
-/// The module `rselectors._rselectors`.
+/// The wait, in nanoseconds (None: no limit), that the selector of the
+/// backend `name` asks for when `select(timeout)` is called; for the tests,
+/// which can so check the rules of backends this machine does not have.
+#[pyfunction]
+fn _timeout_ns(name: &str, timeout: &Bound<'_, PyAny>) -> PyResult<Option<u128>> {
+    let rule = TimeoutRule::of(name)
+        .ok_or_else(|| PyValueError::new_err(format!("no timeout rule for {name:?}")))?;
+    Ok(parse_timeout(rule, timeout)?.map(|wait| wait.as_nanos()))
+}
+
+/// The module `rselectors._rselectors`: the class `_Selector`, the names of
+/// the platform's backends (`BACKENDS`, best last, as the core lists them)
+/// and its default (`DEFAULT_BACKEND`, CPython's `DefaultSelector` choice).
 #[pymodule]
 fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<selector::PySelector>()?;
+    m.add_function(wrap_pyfunction!(_timeout_ns, m)?)?;
     let names = BackendKind::ALL.iter().map(|k| k.name());
     m.add("BACKENDS", PyTuple::new(m.py(), names)?)?;
     m.add("DEFAULT_BACKEND", BackendKind::DEFAULT.name())?;

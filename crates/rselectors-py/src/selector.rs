@@ -13,7 +13,7 @@
 use crate::errors::{closed, not_registered, os_error, to_pyerr, too_large_for_c_int};
 use crate::fileobj::{fileobj_to_fd, FdNumber, PyFileObj};
 use crate::keys::{field, new_key, parse_events};
-use crate::timeout::parse_timeout;
+use crate::timeout::{parse_timeout, TimeoutRule};
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::intern;
@@ -25,14 +25,16 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// The native selector. Python subclasses name their backend in the class
-/// attribute `_backend` (`"select"`, `"poll"`, `"epoll"` or `"default"`).
+/// attribute `_backend` (a name of `BACKENDS`, or `"default"`).
 #[pyclass(subclass, module = "rselectors._rselectors", name = "_Selector")]
 pub(crate) struct PySelector {
     /// The data of each registration is its `SelectorKey` tuple.
     inner: AnySelector<PyFileObj, Py<PyAny>>,
-    /// The backend, whose rules `select()` reads its timeout by (known
-    /// after `close()` too, when the core has forgotten it).
+    /// The backend (known after `close()` too, when the core has
+    /// forgotten it).
     kind: BackendKind,
+    /// How `select()` reads its timeout: as CPython's selector of `kind`.
+    timeout_rule: TimeoutRule,
 }
 
 /// What one `select` found: each ready key and its events.
@@ -115,8 +117,15 @@ impl PySelector {
                 .map_err(|e| PyValueError::new_err(e.to_string()))?,
             None => BackendKind::DEFAULT,
         };
+        let timeout_rule = TimeoutRule::of(kind.name()).ok_or_else(|| {
+            PyValueError::new_err(format!("no Python selector for the {kind} backend"))
+        })?;
         let inner = AnySelector::with_kind(kind).map_err(|e| os_error(py, &e))?;
-        Ok(PySelector { inner, kind })
+        Ok(PySelector {
+            inner,
+            kind,
+            timeout_rule,
+        })
     }
 
     /// Registers a file object for `events`; returns its `SelectorKey`.
@@ -232,8 +241,8 @@ impl PySelector {
         let timeout = match timeout {
             None => None,
             Some(timeout) => {
-                let kind = slf.try_borrow()?.kind;
-                parse_timeout(kind, timeout)?
+                let rule = slf.try_borrow()?.timeout_rule;
+                parse_timeout(rule, timeout)?
             }
         };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -312,20 +321,24 @@ impl PySelector {
         Ok(())
     }
 
-    /// The backend's kernel descriptor (`EpollSelector.fileno()`).
+    /// The backend's kernel descriptor (`EpollSelector.fileno()`,
+    /// `KqueueSelector.fileno()`, `DevpollSelector.fileno()`).
     fn _fileno(&self) -> PyResult<RawFd> {
         match self.inner.fileno() {
             Ok(Some(fd)) => Ok(fd),
             Ok(None) => Err(PyValueError::new_err(
                 "this selector has no file descriptor",
             )),
-            Err(_) => Err(PyValueError::new_err(
-                "I/O operation on closed epoll object",
-            )),
+            // The message of CPython's `select.epoll`, `select.kqueue` or
+            // `select.devpoll` object, by its name.
+            Err(_) => Err(PyValueError::new_err(format!(
+                "I/O operation on closed {} object",
+                self.kind.name()
+            ))),
         }
     }
 
-    /// The backend's name: `"select"`, `"poll"` or `"epoll"` (None once closed).
+    /// The backend's name: one of `BACKENDS` (None once closed).
     #[getter]
     fn _backend_name(&self) -> Option<&'static str> {
         self.inner.backend_name()

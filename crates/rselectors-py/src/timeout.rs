@@ -10,12 +10,20 @@
 //! | `SelectSelector` | `max(timeout, 0)` s                    | `select.select`| below 2**63 ns (~292 years)      |
 //! | `PollSelector`   | `math.ceil(timeout * 1e3)` ms          | `poll.poll`    | up to INT_MAX ms (~24.8 days)    |
 //! | `EpollSelector`  | `math.ceil(timeout * 1e3) * 1e-3` s    | `epoll.poll`   | up to INT_MAX ms, rounded up     |
+//! | `DevpollSelector`| `math.ceil(timeout * 1e3)` ms          | `devpoll.poll` | -1 to INT_MAX ms                 |
+//! | `KqueueSelector` | `max(timeout, 0)` s                    | `kqueue.control`| below 2**63 ns (~292 years)     |
 //!
 //! Past that they raise `OverflowError`: `"timeout is too large"` past
 //! INT_MAX ms, the interpreter's own message past `_PyTime_t` (it changed
 //! in 3.11 for floats and in 3.13 for ints: see [`pytime_overflow`]),
 //! `math.ceil`'s for infinity; NaN is `math.ceil`'s `ValueError` (poll,
-//! epoll) or `select.select`'s.
+//! epoll, devpoll) or `select.select`'s. `kqueue.control` is the exception:
+//! it turns every failed conversion (overflow and NaN included) into
+//! `TypeError("timeout argument must be a number or None, got <type>")`.
+//!
+//! The rules are keyed by the backend's name ([`TimeoutRule::of`]), not
+//! by [`BackendKind`]'s variants: every rule then compiles, and can be
+//! tested, on every platform, whichever backends it has.
 //!
 //! An exact `float`, `int` or `bool` (every timeout in practice) is read
 //! here with the same double arithmetic; anything else goes through the
@@ -33,7 +41,6 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt};
 use pyo3::{ffi, intern};
-use rselectors::BackendKind;
 use std::ffi::c_int;
 use std::time::Duration;
 
@@ -45,19 +52,51 @@ const PYTIME_BOUND: f64 = 9_223_372_036_854_775_808.0;
 const MS_MAX: i64 = c_int::MAX as i64;
 const MS_MIN: i64 = c_int::MIN as i64;
 
-/// The wait that CPython's selector of `kind` asks the kernel for when
+/// Which CPython selector's way of reading `select(timeout)` applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeoutRule {
+    /// `SelectSelector`.
+    Select,
+    /// `PollSelector`.
+    Poll,
+    /// `EpollSelector`.
+    Epoll,
+    /// `DevpollSelector`.
+    Devpoll,
+    /// `KqueueSelector`.
+    Kqueue,
+}
+
+impl TimeoutRule {
+    /// The rule of the backend named `name` ([`rselectors::BackendKind::name`]),
+    /// if CPython has a selector for it.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "select" => TimeoutRule::Select,
+            "poll" => TimeoutRule::Poll,
+            "epoll" => TimeoutRule::Epoll,
+            "devpoll" => TimeoutRule::Devpoll,
+            "kqueue" => TimeoutRule::Kqueue,
+            _ => return None,
+        })
+    }
+}
+
+/// The wait that CPython's selector of `rule` asks the kernel for when
 /// given `timeout` (not None): zero to just look, `None` for no limit (only
 /// an odd type gets that: a negative millisecond count), or the exception
 /// that selector raises.
 pub(crate) fn parse_timeout(
-    kind: BackendKind,
+    rule: TimeoutRule,
     timeout: &Bound<'_, PyAny>,
 ) -> PyResult<Option<Duration>> {
-    match kind {
-        BackendKind::Select => select_timeout(timeout).map(Some),
-        BackendKind::Poll => poll_timeout(timeout),
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        BackendKind::Epoll => epoll_timeout(timeout),
+    match rule {
+        TimeoutRule::Select => select_timeout(timeout).map(Some),
+        TimeoutRule::Poll => poll_timeout(timeout, MS_MIN),
+        TimeoutRule::Epoll => epoll_timeout(timeout),
+        // devpoll.poll refuses a negative count but -1 (an odd type's).
+        TimeoutRule::Devpoll => poll_timeout(timeout, -1),
+        TimeoutRule::Kqueue => kqueue_timeout(timeout).map(Some),
     }
 }
 
@@ -81,14 +120,7 @@ fn select_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Duration> {
             Err(_) => return Err(pytime_overflow(py, Overflow::Int)),
         }
     } else {
-        // max(timeout, 0) compares `0 > timeout`, and keeps `timeout`
-        // unless that holds.
-        let zero = 0i32.into_pyobject(py)?.into_any();
-        let seconds = if zero.gt(timeout)? {
-            zero
-        } else {
-            timeout.clone()
-        };
+        let seconds = max_zero(timeout)?;
         ns_from_object(&seconds, NS_PER_SEC, "timeout must be a float or None")?
     };
     // select.select's own check, on the timeval (only an odd type, whose
@@ -98,9 +130,56 @@ fn select_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Duration> {
     Ok(Duration::from_nanos(ns))
 }
 
-/// `PollSelector.select`: zero if `timeout <= 0`, else
-/// `poll.poll(math.ceil(timeout * 1e3))`.
-fn poll_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+/// `KqueueSelector.select`: `kqueue.control(None, n, max(timeout, 0))`.
+fn kqueue_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let py = timeout.py();
+    // kqueue.control replaces whatever went wrong in the conversion.
+    let refused = |_: PyErr| match timeout.get_type().name() {
+        Ok(name) => PyTypeError::new_err(format!(
+            "timeout argument must be a number or None, got {name}"
+        )),
+        Err(e) => e,
+    };
+    let ns = if let Ok(float) = timeout.cast_exact::<PyFloat>() {
+        let seconds = float.value();
+        if 0.0 > seconds {
+            0
+        } else {
+            ns_from_f64(py, seconds, NS_PER_SEC).map_err(refused)?
+        }
+    } else if is_plain_int(timeout) {
+        match timeout.extract::<i64>() {
+            Ok(seconds) if seconds < 0 => 0,
+            Ok(seconds) => ns_from_i64(py, seconds, NS_PER_SEC).map_err(refused)?,
+            Err(_) if timeout.lt(0)? => 0,
+            Err(e) => return Err(refused(e)),
+        }
+    } else {
+        let seconds = max_zero(timeout)?;
+        // Its TypeError's message is replaced as well.
+        ns_from_object(&seconds, NS_PER_SEC, "").map_err(refused)?
+    };
+    // The timespec's check (only an odd type gets a negative value here).
+    let ns =
+        u64::try_from(ns).map_err(|_| PyValueError::new_err("timeout must be positive or None"))?;
+    Ok(Duration::from_nanos(ns))
+}
+
+/// `max(timeout, 0)`, in Python: it compares `0 > timeout`, and keeps
+/// `timeout` unless that holds.
+fn max_zero<'py>(timeout: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let zero = 0i32.into_pyobject(timeout.py())?.into_any();
+    Ok(if zero.gt(timeout)? {
+        zero
+    } else {
+        timeout.clone()
+    })
+}
+
+/// `PollSelector.select` (and `DevpollSelector.select`): zero if
+/// `timeout <= 0`, else `poll.poll(math.ceil(timeout * 1e3))`, whose call
+/// takes `ms_min..=INT_MAX` milliseconds.
+fn poll_timeout(timeout: &Bound<'_, PyAny>, ms_min: i64) -> PyResult<Option<Duration>> {
     let py = timeout.py();
     let ns = match plain_ceil_ms(timeout)? {
         Plain::Other => match generic_ceil_ms(timeout)? {
@@ -120,12 +199,11 @@ fn poll_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     } else {
         ns.div_euclid(NS_PER_MS)
     };
-    poller_ms(ms)
+    poller_ms(ms, ms_min)
 }
 
 /// `EpollSelector.select`: zero if `timeout <= 0`, else
 /// `epoll.poll(math.ceil(timeout * 1e3) * 1e-3)`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn epoll_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     let py = timeout.py();
     let ns = match plain_ceil_ms(timeout)? {
@@ -141,7 +219,7 @@ fn epoll_timeout(timeout: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
         Plain::CeilMs(ms) => ns_from_f64(py, ms * 1e-3, NS_PER_SEC)?,
     };
     // _PyTime_AsMilliseconds(_PyTime_ROUND_CEILING).
-    poller_ms(ceil_ms(ns))
+    poller_ms(ceil_ms(ns), MS_MIN)
 }
 
 /// Nanoseconds in milliseconds, rounded up (towards positive infinity).
@@ -149,10 +227,10 @@ fn ceil_ms(ns: i64) -> i64 {
     ns.div_euclid(NS_PER_MS) + i64::from(ns.rem_euclid(NS_PER_MS) != 0)
 }
 
-/// poll.poll's and epoll.poll's last step: a C int of milliseconds, a
-/// negative one waiting for ever.
-fn poller_ms(ms: i64) -> PyResult<Option<Duration>> {
-    if !(MS_MIN..=MS_MAX).contains(&ms) {
+/// poll.poll's, epoll.poll's and devpoll.poll's last step: a C int of
+/// milliseconds from `ms_min` on, a negative one waiting for ever.
+fn poller_ms(ms: i64, ms_min: i64) -> PyResult<Option<Duration>> {
+    if !(ms_min..=MS_MAX).contains(&ms) {
         return Err(PyOverflowError::new_err("timeout is too large"));
     }
     Ok(u64::try_from(ms).ok().map(Duration::from_millis))

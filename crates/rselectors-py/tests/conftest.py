@@ -13,13 +13,37 @@ import pytest
 
 import rselectors
 
-# (name, standard library class, rselectors class) for every backend.
+# The class name of each backend the native module may list, as CPython
+# names it.
+CLASS_NAMES = {
+    "select": "SelectSelector",
+    "poll": "PollSelector",
+    "epoll": "EpollSelector",
+    "devpoll": "DevpollSelector",
+    "kqueue": "KqueueSelector",
+}
+
+# The class names of the backends this machine has (rselectors' list).
+BACKEND_CLASSES = [CLASS_NAMES[name] for name in rselectors._rselectors.BACKENDS]
+
+# (name, standard library class, rselectors class) for every backend here,
+# and DefaultSelector.
 SELECTOR_PAIRS = [
-    ("SelectSelector", selectors.SelectSelector, rselectors.SelectSelector),
-    ("PollSelector", selectors.PollSelector, rselectors.PollSelector),
-    ("EpollSelector", selectors.EpollSelector, rselectors.EpollSelector),
-    ("DefaultSelector", selectors.DefaultSelector, rselectors.DefaultSelector),
+    (name, getattr(selectors, name), getattr(rselectors, name))
+    for name in [*BACKEND_CLASSES, "DefaultSelector"]
 ]
+
+
+
+def here(*names):
+    """The class names `names` as pytest parameters, each skipped where the
+    standard library (so rselectors) has no such class."""
+    return [
+        pytest.param(name, marks=pytest.mark.skipif(
+            not hasattr(selectors, name), reason=f"no {name} on this platform"))
+        for name in names
+    ]
+
 
 SEEDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 

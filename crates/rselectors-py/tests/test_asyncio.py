@@ -6,8 +6,9 @@ import socket
 import pytest
 
 import rselectors
+from conftest import BACKEND_CLASSES
 
-BACKENDS = ["DefaultSelector", "EpollSelector", "PollSelector", "SelectSelector"]
+BACKENDS = ["DefaultSelector", *BACKEND_CLASSES]
 
 
 def run(selector, coroutine_function, timeout=30.0):

@@ -24,7 +24,6 @@ __all__ = [
     "SelectorKey",
     "BaseSelector",
     "SelectSelector",
-    "PollSelector",
     "DefaultSelector",
 ]
 
@@ -104,16 +103,22 @@ class _RustSelector(_rselectors._Selector, BaseSelector):
             return None
 
 
+# The backends this platform has (the core's BACKENDS), and CPython's class
+# for each: a class exists exactly where the standard library has it.
 class SelectSelector(_RustSelector):
     """Select-based selector."""
 
     _backend = "select"
 
 
-class PollSelector(_RustSelector):
-    """Poll-based selector."""
+if "poll" in _rselectors.BACKENDS:
 
-    _backend = "poll"
+    class PollSelector(_RustSelector):
+        """Poll-based selector."""
+
+        _backend = "poll"
+
+    __all__.append("PollSelector")
 
 
 if "epoll" in _rselectors.BACKENDS:
@@ -127,8 +132,33 @@ if "epoll" in _rselectors.BACKENDS:
     __all__.append("EpollSelector")
 
 
+if "devpoll" in _rselectors.BACKENDS:
+
+    class DevpollSelector(_RustSelector):
+        """Solaris /dev/poll selector."""
+
+        _backend = "devpoll"
+        fileno = _rselectors._Selector._fileno
+
+    __all__.append("DevpollSelector")
+
+
+if "kqueue" in _rselectors.BACKENDS:
+
+    class KqueueSelector(_RustSelector):
+        """Kqueue-based selector."""
+
+        _backend = "kqueue"
+        fileno = _rselectors._Selector._fileno
+
+    __all__.append("KqueueSelector")
+
+
+# The core's default is CPython's choice: epoll, devpoll, kqueue, poll,
+# select, the first the platform has (no platform has kqueue beside epoll
+# or /dev/poll, so CPython's order, kqueue first, picks the same).
 DefaultSelector = {
-    "select": SelectSelector,
-    "poll": PollSelector,
-    "epoll": globals().get("EpollSelector"),
+    cls._backend: cls
+    for cls in _RustSelector.__subclasses__()
+    if cls._backend in _rselectors.BACKENDS
 }[_rselectors.DEFAULT_BACKEND]
