@@ -65,8 +65,9 @@ struct Common {
     #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "127.0.0.1:9999", value_parser = parse_addr)]
     addr: String,
-    /// I/O multiplexing mechanism: default (the platform's best), epoll,
-    /// poll or select.
+    /// I/O multiplexing mechanism: default (the platform's best), or one
+    /// the platform has: epoll (Linux, Android, illumos), devpoll (illumos,
+    /// Solaris), kqueue (macOS, the BSDs), poll, select.
     #[arg(long, default_value = "default", value_name = "KIND", value_parser = parse_selector)]
     selector: BackendKind,
 }
