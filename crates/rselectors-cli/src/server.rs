@@ -194,6 +194,9 @@ pub struct Server<C> {
     tick: u16,
     /// When clients were last checked for whom to cut off for memory.
     shed_at: Option<Instant>,
+    /// Whether the memory budget was exceeded at the end of the last
+    /// round (see [`Server::end_round`]).
+    over_budget: bool,
 }
 
 impl<C: Client> Server<C> {
@@ -243,6 +246,7 @@ impl<C: Client> Server<C> {
             stop_reason: None,
             tick: 0,
             shed_at: None,
+            over_budget: false,
         })
     }
 
@@ -251,7 +255,7 @@ impl<C: Client> Server<C> {
         // The busy case, no timer, accepting, memory within the budget:
         // no clock to read.
         let timeout = match (deadline, &self.paused) {
-            (None, None) if !budget::exceeded() => None,
+            (None, None) if !self.over_budget => None,
             _ => self.timeout_until(deadline)?,
         };
         self.sel.select(timeout)?;

@@ -15,6 +15,11 @@ const ACTIVE_FOR: Duration = Duration::from_millis(2000);
 /// How often they do something: well within a timeout.
 const EVERY: Duration = Duration::from_millis(100);
 
+/// Starts `server` (`echo-server`, `chat-server`) with the tests' timeout.
+fn start_with_idle_timeout(server: &str) -> Server {
+    start_server(&[server, "--addr", "127.0.0.1:0", "--idle-timeout", IDLE])
+}
+
 /// Waits (bounded) for the server to close `peer`; how long that took.
 fn closed_after(peer: &mut Peer, since: Instant) -> Duration {
     let mut buf = [0; 256];
@@ -28,13 +33,7 @@ fn closed_after(peer: &mut Peer, since: Instant) -> Duration {
 
 #[test]
 fn echo_closes_silent_connections_and_keeps_busy_ones() {
-    let server = start_server(&[
-        "echo-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--idle-timeout",
-        IDLE,
-    ]);
+    let server = start_with_idle_timeout("echo-server");
     let started = Instant::now();
     let mut silent = Peer::connect(server.addr);
     let mut busy = Peer::connect(server.addr);
@@ -52,13 +51,7 @@ fn echo_closes_silent_connections_and_keeps_busy_ones() {
 
 #[test]
 fn chat_closes_a_client_that_never_finishes_a_line() {
-    let server = start_server(&[
-        "chat-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--idle-timeout",
-        IDLE,
-    ]);
+    let server = start_with_idle_timeout("chat-server");
     let started = Instant::now();
     let mut slowloris = Peer::connect(server.addr);
     // A byte at a time, never a newline: input, but nothing complete.
@@ -77,13 +70,7 @@ fn chat_closes_a_client_that_never_finishes_a_line() {
 
 #[test]
 fn chat_keeps_a_silent_listener_while_the_room_talks() {
-    let server = start_server(&[
-        "chat-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--idle-timeout",
-        IDLE,
-    ]);
+    let server = start_with_idle_timeout("chat-server");
     let started = Instant::now();
     let mut talker = Peer::connect(server.addr);
     let mut listener = Peer::connect(server.addr);

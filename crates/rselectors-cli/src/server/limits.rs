@@ -157,7 +157,7 @@ impl<C: Client> Server<C> {
     /// When the next memory check is due, while the budget is exceeded:
     /// a server with nothing else to do must still get to it.
     pub(super) fn next_shed(&self) -> Option<Instant> {
-        if !budget::exceeded() {
+        if !self.over_budget {
             return None;
         }
         Some(self.shed_at.map_or_else(Instant::now, |at| at + SHED_EVERY))
@@ -167,7 +167,8 @@ impl<C: Client> Server<C> {
     /// have taken memory over the budget: cuts off clients if it is.
     #[inline]
     pub fn end_round(&mut self) {
-        if budget::exceeded() {
+        self.over_budget = budget::exceeded();
+        if self.over_budget {
             self.shed();
         }
     }
@@ -202,23 +203,18 @@ impl<C: Client> Server<C> {
             if budget::held() <= budget::target() {
                 break;
             }
-            if let Some(client) = self.client(fd).filter(|_| cut < LOGGED_CUTS) {
+            self.close_counted(fd, "memory budget exceeded", &mut cut, |who| {
                 warning!(
-                    "cutting off {}: it holds {held} bytes and takes none of them, and the \
+                    "cutting off {who}: it holds {held} bytes and takes none of them, and the \
                      server's clients hold {} bytes, over the budget of {} (--max-memory)",
-                    Who(client.peer(), fd),
                     budget::held(),
                     budget::limit()
                 );
-            }
-            self.close_client(fd, "memory budget exceeded");
-            cut += 1;
+            });
         }
         if cut > LOGGED_CUTS {
-            warning!(
-                "cut off {} more stalled clients, for the same reason",
-                cut - LOGGED_CUTS
-            );
+            let more = cut - LOGGED_CUTS;
+            warning!("cut off {more} more stalled clients, for the same reason");
         }
         for fd in fds {
             if let Some(client) = self.client_mut(fd) {
@@ -250,23 +246,28 @@ impl<C: Client> Server<C> {
             let idle = self
                 .client(fd)
                 .is_some_and(|c| tick.wrapping_sub(c.conn().active_at()) >= IDLE_TICKS);
-            if !idle {
-                continue;
+            if idle {
+                self.close_counted(fd, "idle timeout", &mut closed, |who| {
+                    info!("closing {who}: idle for more than {timeout:?} (--idle-timeout)");
+                });
             }
-            if let Some(client) = self.client(fd).filter(|_| closed < LOGGED_CUTS) {
-                info!(
-                    "closing {}: idle for more than {timeout:?} (--idle-timeout)",
-                    Who(client.peer(), fd)
-                );
-            }
-            self.close_client(fd, "idle timeout");
-            closed += 1;
         }
         if closed > LOGGED_CUTS {
-            info!(
-                "closed {} more connections idle for more than {timeout:?}",
-                closed - LOGGED_CUTS
-            );
+            let more = closed - LOGGED_CUTS;
+            info!("closed {more} more connections idle for more than {timeout:?}");
         }
+    }
+
+    /// Closes the client at `fd` for `reason`, the `count`th this check
+    /// closes: the first [`LOGGED_CUTS`] are logged one by one with `log`,
+    /// the caller counts the rest in one line.
+    fn close_counted(&mut self, fd: RawFd, reason: &str, count: &mut usize, log: impl FnOnce(Who)) {
+        if *count < LOGGED_CUTS {
+            if let Some(client) = self.client(fd) {
+                log(Who(client.peer(), fd));
+            }
+        }
+        self.close_client(fd, reason);
+        *count += 1;
     }
 }
