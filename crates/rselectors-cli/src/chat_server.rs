@@ -19,6 +19,7 @@
 //! wake-up per loop per round), and each of them appends it to its own
 //! clients' output. Loop 0 has the console and the signals.
 
+use crate::chat_protocol::{self, Said, LINE_TOO_LONG, MAX_LINE};
 use crate::conn::{Conn, Received, READ_CHUNK};
 use crate::console::Console;
 use crate::lines::LineBuffer;
@@ -27,7 +28,7 @@ use crate::loops::{self, Loops};
 use crate::server::{print_summary, Client, Event, Server};
 use crate::signals::{FirstLoopSignals, Signals};
 use rselectors::{BackendKind, Events, Waker};
-use std::io::{self, Write};
+use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
 use std::ops::ControlFlow;
@@ -35,16 +36,11 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest line a client may send, in bytes (without its newline).
-pub const MAX_LINE: usize = 64 * 1024;
-
 /// After a client is told its line was too long, how long it has to read
 /// the error before the connection is closed anyway. Closing at once
 /// while it is still sending would reset the connection and could throw
 /// away the error line before the client reads it.
 const LINGER: Duration = Duration::from_secs(2);
-
-const LINE_TOO_LONG: &[u8] = b"error: line longer than 65536 bytes; closing the connection\n";
 
 /// A chat connection.
 pub struct ChatClient {
@@ -379,15 +375,13 @@ impl<'a> ChatServer<'a> {
         let mut leaving = None;
         let mut taken = 0u32;
         let result = lines.for_each_line(|line| {
-            let said = line.trim_ascii();
-            if said.is_empty() || said == b"quit" {
-                leaving = Some(if said.is_empty() {
-                    "sent an empty line"
-                } else {
-                    "sent quit"
-                });
-                return ControlFlow::Break(());
-            }
+            let line = match chat_protocol::said(line) {
+                Said::Line(line) => line,
+                Said::Leave(reason) => {
+                    leaving = Some(reason);
+                    return ControlFlow::Break(());
+                }
+            };
             self.broadcast(peer, line);
             taken = taken.wrapping_add(1);
             self.server.end_round();
@@ -414,10 +408,7 @@ impl<'a> ChatServer<'a> {
     fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) {
         let mut message = mem::take(&mut self.message);
         message.clear();
-        message.extend_from_slice(b"your msg = ");
-        message.extend_from_slice(line);
-        // Writing to a Vec cannot fail.
-        let _ = writeln!(message, " from {peer}");
+        chat_protocol::write_message(&mut message, line, peer);
         self.deliver_to_all(&message);
         if let Some(peers) = &mut self.peers {
             peers.outgoing.extend_from_slice(&message);
@@ -514,16 +505,5 @@ impl<'a> ChatServer<'a> {
                 self.server.close_client(fd, "closed after the error");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_error_line_names_the_limit() {
-        let expected = format!("error: line longer than {MAX_LINE} bytes");
-        assert!(LINE_TOO_LONG.starts_with(expected.as_bytes()));
     }
 }

@@ -32,6 +32,31 @@ pub enum Received {
     WouldBlock,
 }
 
+/// What a connection's handler wants done after an event: the servers'
+/// client handlers and the load generator's connections both answer it.
+#[derive(Debug)]
+pub enum Next {
+    /// Nothing: the registered events stay right.
+    Keep,
+    /// Wait for these events instead.
+    Wait(Events),
+    /// Close it, for this reason (it is done, or the peer is).
+    Close(&'static str),
+    /// Its I/O failed: close it after logging the error.
+    Failed(io::Error),
+}
+
+impl Next {
+    /// `Wait(events)`, or `Close(reason)` if it wants no events (see
+    /// [`Conn::interest`]).
+    pub fn wait_or_close(events: Option<Events>, reason: &'static str) -> Next {
+        match events {
+            Some(events) => Next::Wait(events),
+            None => Next::Close(reason),
+        }
+    }
+}
+
 /// A connected, non-blocking TCP stream and its pending output.
 ///
 /// Kept small (16 bytes) because a server holds one per connection: the

@@ -10,10 +10,10 @@
 //! [`crate::loops`]); they only talk to each other to stop.
 
 use crate::budget;
-use crate::conn::{Conn, Received, READ_CHUNK};
+use crate::conn::{Conn, Next, Received, READ_CHUNK};
 use crate::logging::{debug, say};
 use crate::loops::{self, Loops};
-use crate::server::{print_summary, Client, Event, Server, Stats, Step};
+use crate::server::{print_summary, Client, Event, Server, Stats};
 use crate::signals::FirstLoopSignals;
 use rselectors::{BackendKind, Events};
 use std::io;
@@ -126,7 +126,7 @@ fn serve(
     upper: bool,
     tick: u16,
     stats: &mut Stats,
-) -> Step {
+) -> Next {
     if ready.contains(Events::WRITE) {
         match client.conn.flush() {
             Ok(written) => {
@@ -135,7 +135,7 @@ fn serve(
                     client.conn.touch(tick);
                 }
             }
-            Err(e) => return Step::Failed(e),
+            Err(e) => return Next::Failed(e),
         }
     }
     // `ready` is masked with `registered`, which is always what
@@ -159,10 +159,10 @@ fn serve(
                         // is queued (a send behind queued bytes writes none),
                         // and READ alone stays right.
                         if written == n && registered == Events::READ {
-                            return Step::Keep;
+                            return Next::Keep;
                         }
                     }
-                    Err(e) => return Step::Failed(e),
+                    Err(e) => return Next::Failed(e),
                 }
             }
             Ok(Received::Eof) => {
@@ -172,14 +172,14 @@ fn serve(
                 );
             }
             Ok(Received::WouldBlock) => {}
-            Err(e) => return Step::Failed(e),
+            Err(e) => return Next::Failed(e),
         }
     }
     let interest = client.conn.interest(client.wants_read());
     if interest == Some(registered) {
-        return Step::Keep;
+        return Next::Keep;
     }
-    Step::Watch(interest, "closed by peer")
+    Next::wait_or_close(interest, "closed by peer")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod budget;
+mod chat_protocol;
 mod chat_server;
 mod client;
 mod conn;

@@ -14,7 +14,7 @@ pub mod limits;
 use limits::IdleTimer;
 
 use crate::budget;
-use crate::conn::{is_disconnect, set_nodelay, Conn};
+use crate::conn::{is_disconnect, set_nodelay, Conn, Next};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals::Signals;
 use crate::stdin::Stdin;
@@ -65,18 +65,6 @@ pub trait Client {
     fn mark(&mut self) {
         self.conn_mut().mark();
     }
-}
-
-/// What a client handler wants done after an event (see
-/// [`Server::dispatch`]).
-#[derive(Debug)]
-pub enum Step {
-    /// Nothing: the registered events stay right.
-    Keep,
-    /// Wait for these events instead (`None`: close, with this reason).
-    Watch(Option<Events>, &'static str),
-    /// The I/O failed: close after logging the error.
-    Failed(io::Error),
 }
 
 /// Where a client is logged: its address if kept, else its descriptor.
@@ -290,16 +278,16 @@ impl<C: Client> Server<C> {
     #[inline]
     pub fn dispatch<H>(&mut self, mut on_client: H) -> Option<Event>
     where
-        H: FnMut(&mut C, Events, Events, &mut Stats) -> Option<Step>,
+        H: FnMut(&mut C, Events, Events, &mut Stats) -> Option<Next>,
     {
         loop {
             let (key, ready) = self.sel.next_ready_mut()?;
             let fd = key.fd;
             // Clients first, tested alone: one compare instead of a jump
             // table on the busy path.
-            let step = if let Source::Client(client) = key.fileobj {
+            let next = if let Source::Client(client) = key.fileobj {
                 match on_client(client, key.events, ready, &mut self.stats) {
-                    Some(step) => step,
+                    Some(next) => next,
                     None => return Some(Event::Client(fd, ready)),
                 }
             } else {
@@ -328,10 +316,11 @@ impl<C: Client> Server<C> {
                     }
                 }
             };
-            match step {
-                Step::Keep => {}
-                Step::Watch(events, done_reason) => self.set_interest(fd, events, done_reason),
-                Step::Failed(e) => self.close_after_error(fd, e),
+            match next {
+                Next::Keep => {}
+                Next::Wait(events) => self.set_interest(fd, Some(events), ""),
+                Next::Close(reason) => self.remove_client(fd, reason),
+                Next::Failed(e) => self.close_after_error(fd, e),
             }
         }
     }

@@ -18,7 +18,7 @@ use super::{
     connect_result, start_connect, wait_time, Progress, Settings, Summary, Tally, CONNECT_TIMEOUT,
     READ_CHUNK,
 };
-use crate::chat_server::MAX_LINE;
+use crate::chat_protocol::MAX_LINE;
 use rselectors::{AnySelector, Events};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

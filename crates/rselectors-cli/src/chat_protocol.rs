@@ -1,0 +1,119 @@
+//! The chat protocol of seed 000, in one place: what a client sends, what
+//! the server relays, and the limit on a line. The server, `load --chat`
+//! and the tests (which include this file) all speak it from here.
+//!
+//! A client sends lines ending in `\n`. A line that is empty or `quit`
+//! (surrounding ASCII whitespace ignored) leaves the chat; any other line
+//! goes to every client, the sender included, as
+//! `your msg = <line> from <ip>:<port>\n`, the line's bytes as they came
+//! (UTF-8 or not). A line over [`MAX_LINE`] bytes gets [`LINE_TOO_LONG`]
+//! and the connection is closed.
+
+// Included by the tests too, which use only part of it.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+/// The longest line a client may send, in bytes (without its newline).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// What the server puts before each line it relays.
+pub const PREFIX: &[u8] = b"your msg = ";
+
+/// What separates a relayed line from its sender's address.
+pub const FROM: &[u8] = b" from ";
+
+/// The longest relayed message: the prefix, a line of [`MAX_LINE`] bytes,
+/// [`FROM`], an IPv6 address with a scope and a port, and the newline.
+pub const MAX_MESSAGE: usize = PREFIX.len() + MAX_LINE + FROM.len() + 64 + 1;
+
+/// What a client whose line is over [`MAX_LINE`] gets before the server
+/// closes the connection.
+pub const LINE_TOO_LONG: &[u8] = b"error: line longer than 65536 bytes; closing the connection\n";
+
+/// What a client's line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Said<'a> {
+    /// Relay this line (as sent: whitespace is not trimmed) to everyone.
+    Line(&'a [u8]),
+    /// Leave the chat, for this reason (as the server logs it).
+    Leave(&'static str),
+}
+
+/// What `line` (without its newline) asks for.
+pub fn said(line: &[u8]) -> Said<'_> {
+    match line.trim_ascii() {
+        b"" => Said::Leave("sent an empty line"),
+        b"quit" => Said::Leave("sent quit"),
+        _ => Said::Line(line),
+    }
+}
+
+/// Appends to `out` the message that relays `line` from `sender`.
+pub fn write_message(out: &mut Vec<u8>, line: &[u8], sender: SocketAddr) {
+    out.reserve(PREFIX.len() + line.len() + FROM.len() + 48);
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(line);
+    out.extend_from_slice(FROM);
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(out, "{sender}");
+}
+
+/// The message that relays `line` from `sender`, newline included.
+pub fn message(line: &[u8], sender: SocketAddr) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_message(&mut out, line, sender);
+    out
+}
+
+/// The line and the sender's address of a relayed `message` (without its
+/// newline), if it is one.
+pub fn parse_message(message: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = message.strip_prefix(PREFIX)?;
+    let at = rest.windows(FROM.len()).rposition(|w| w == FROM)?;
+    Some((&rest[..at], &rest[at + FROM.len()..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_line_names_the_limit() {
+        let expected = format!("error: line longer than {MAX_LINE} bytes;");
+        assert!(LINE_TOO_LONG.starts_with(expected.as_bytes()));
+    }
+
+    #[test]
+    fn empty_lines_and_quit_leave_anything_else_is_relayed_as_sent() {
+        assert_eq!(said(b""), Said::Leave("sent an empty line"));
+        assert_eq!(said(b" \t\r"), Said::Leave("sent an empty line"));
+        assert_eq!(said(b"quit"), Said::Leave("sent quit"));
+        assert_eq!(said(b" quit\r"), Said::Leave("sent quit"));
+        assert_eq!(said(b"quit!"), Said::Line(b"quit!"));
+        assert_eq!(said(b" hi \xff"), Said::Line(b" hi \xff"));
+    }
+
+    #[test]
+    fn a_message_parses_back_into_its_line_and_sender() {
+        let sender: SocketAddr = "[fe80::1%2]:65535".parse().unwrap();
+        let line = b"a from b";
+        let message = message(line, sender);
+        assert_eq!(
+            message,
+            b"your msg = a from b from [fe80::1%2]:65535\n".to_vec()
+        );
+        let parsed = parse_message(message.strip_suffix(b"\n").unwrap());
+        assert_eq!(parsed, Some((&line[..], &b"[fe80::1%2]:65535"[..])));
+        assert_eq!(parse_message(b"hello"), None);
+    }
+
+    #[test]
+    fn the_longest_message_fits_max_message() {
+        let sender: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+            .parse()
+            .unwrap();
+        assert!(message(&[b'x'; MAX_LINE], sender).len() <= MAX_MESSAGE);
+    }
+}
