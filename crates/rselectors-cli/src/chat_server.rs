@@ -1,10 +1,11 @@
 //! `chat-server`: seed 000's `CharServer`.
 //!
 //! Every line a client sends goes to every client as
-//! `your msg = <line> from <ip>:<port>`; `quit` or an empty line leaves.
-//! The console on stdin takes `list` (print what is registered, as the
-//! seed's `input()` loop does) and `quit` (stop), but on the same thread
-//! as everything else (see [`crate::console`]).
+//! `your msg = <line> from <ip>:<port>`; `quit` or an empty line leaves
+//! (the protocol: [`crate::chat_protocol`]). The console on stdin takes
+//! `list` (print what is registered, as the seed's `input()` loop does)
+//! and `quit` (stop), but on the same thread as everything else (see
+//! [`crate::console`]).
 //!
 //! What the seed does not guard against, this does: a client that never
 //! reads is cut off once its backlog passes `--max-backlog` (memory stays
@@ -12,25 +13,26 @@
 //! gets an error line and the connection is closed; bytes that are not
 //! UTF-8 are relayed as they are.
 //!
-//! With `--threads N` there are N event loops (see [`crate::loops`]). A
-//! loop delivers a line to its own clients at once and collects what it
-//! broadcast during one round of events; at the end of the round it posts
-//! that batch to every other loop's inbox (one lock and at most one
-//! wake-up per loop per round), and each of them appends it to its own
-//! clients' output. Loop 0 has the console and the signals.
+//! With `--threads N` there are N event loops (see
+//! [`crate::server::loops`]). A loop delivers a line to its own clients at
+//! once and collects what it broadcast during one round of events; at the
+//! end of the round it posts that batch to every other loop's inbox (one
+//! lock and at most one wake-up per loop per round), and each of them
+//! appends it to its own clients' output. Loop 0 has the console and the
+//! signals.
 
+use crate::budget;
 use crate::chat_protocol::{self, Said, LINE_TOO_LONG, MAX_LINE};
-use crate::conn::{Conn, Received, READ_CHUNK};
+use crate::conn::{Conn, Next, Received, READ_CHUNK};
 use crate::console::Console;
 use crate::lines::LineBuffer;
 use crate::logging::{say, warning};
-use crate::loops::{self, Loops};
-use crate::server::{print_summary, Client, Event, Server};
-use crate::signals::{FirstLoopSignals, Signals};
-use rselectors::{BackendKind, Events, Waker};
+use crate::server::loops::{self, Link};
+use crate::server::{Client, Event, Readiness, Server, Stats};
+use rselectors::{BackendKind, Events};
 use std::io;
 use std::mem;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -106,33 +108,97 @@ impl Client for ChatClient {
 
 impl ChatClient {
     /// [`Conn::receive`], counted.
-    fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+    fn receive(&mut self, buf: &mut [u8], stats: &mut Stats) -> io::Result<Received> {
         let received = self.conn.receive(buf)?;
         if let Received::Data(n) = received {
             self.traffic.0 += n as u64;
+            stats.bytes_in += n as u64;
         }
         Ok(received)
     }
 
     /// [`Conn::send`], counted; what it sends is activity at idle tick
     /// `tick`.
-    fn send(&mut self, bytes: &[u8], tick: u16) -> io::Result<()> {
+    fn send(&mut self, bytes: &[u8], tick: u16, stats: &mut Stats) -> io::Result<()> {
         let written = self.conn.send(bytes)?;
-        self.traffic.1 += written as u64;
-        if written > 0 {
-            self.conn.touch(tick);
-        }
+        self.sent(written, tick, stats);
         Ok(())
     }
 
     /// [`Conn::flush`], counted, like [`ChatClient::send`].
-    fn flush(&mut self, tick: u16) -> io::Result<()> {
+    fn flush(&mut self, tick: u16, stats: &mut Stats) -> io::Result<()> {
         let written = self.conn.flush()?;
+        self.sent(written, tick, stats);
+        Ok(())
+    }
+
+    fn sent(&mut self, written: usize, tick: u16, stats: &mut Stats) {
         self.traffic.1 += written as u64;
+        stats.bytes_out += written as u64;
         if written > 0 {
             self.conn.touch(tick);
         }
-        Ok(())
+    }
+
+    /// Handles a client's `readiness`, as far as the client alone is
+    /// concerned: writes what is queued, reads what came. `None` when it
+    /// read bytes for the server to take lines from (see
+    /// [`ChatServer::take_lines`]).
+    fn ready(
+        &mut self,
+        Readiness { registered, ready }: Readiness,
+        scratch: &mut [u8],
+        tick: u16,
+        stats: &mut Stats,
+    ) -> Option<Next> {
+        if ready.contains(Events::WRITE) {
+            if let Err(e) = self.flush(tick, stats) {
+                return Some(Next::Failed(e));
+            }
+            if self.closing_deadline.is_some() && self.conn.pending() == 0 {
+                if let Err(e) = self.conn.shutdown_write() {
+                    return Some(Next::Failed(e));
+                }
+            }
+        }
+        if ready.contains(Events::READ) {
+            match self.receive(scratch, stats) {
+                // Draining what it still sends after the error, until it
+                // closes.
+                Ok(Received::Data(_)) if self.closing_deadline.is_some() => {}
+                Ok(Received::Data(n)) => {
+                    self.lines.push(&scratch[..n]);
+                    return None;
+                }
+                Ok(Received::WouldBlock) => {}
+                Ok(Received::Eof) => {
+                    let reason = match self.closing_deadline {
+                        Some(_) => "closed after the error",
+                        None => "closed by peer",
+                    };
+                    return Some(self.leave(reason, tick, stats));
+                }
+                Err(e) => return Some(Next::Failed(e)),
+            }
+        }
+        Some(self.next(registered))
+    }
+
+    /// What it waits for now that it was registered for `registered`:
+    /// READ (unless the memory budget says not to read: see
+    /// [`budget::may_read`]), and WRITE while output is queued.
+    fn next(&self, registered: Events) -> Next {
+        let interest = self.conn.interest(budget::may_read(self.conn.pending()));
+        if interest == Some(registered) {
+            return Next::Keep;
+        }
+        Next::wait_or_close(interest, "done")
+    }
+
+    /// It leaves: one last attempt to send what it has not received yet.
+    fn leave(&mut self, reason: &'static str, tick: u16, stats: &mut Stats) -> Next {
+        let _ = self.flush(tick, stats);
+        Next::Close(reason)
     }
 }
 
@@ -140,22 +206,15 @@ impl ChatClient {
 /// clients (whole lines, in the order they were broadcast).
 type Broadcast = Arc<[u8]>;
 
-/// A loop's link to the other loops.
-struct Peers<'a> {
-    loops: &'a Loops<Broadcast>,
-    /// This loop's number.
-    index: usize,
+/// The chat server's state around one loop's [`Server`].
+struct ChatServer<'a> {
+    server: &'a mut Server<ChatClient>,
+    /// The other loops.
+    link: Link<'a, Broadcast>,
     /// What this loop broadcast during the current round, for the others.
     outgoing: Vec<u8>,
     /// Reused list to take the inbox into.
     inbox: Vec<Broadcast>,
-}
-
-/// The chat server's state around the shared [`Server`] (one per loop).
-struct ChatServer<'a> {
-    server: Server<ChatClient>,
-    /// The other loops, if there are any.
-    peers: Option<Peers<'a>>,
     max_backlog: usize,
     console: Console,
     /// Reused buffers: a read, a broadcast message, the list of clients.
@@ -169,60 +228,26 @@ struct ChatServer<'a> {
 /// Runs the chat server with `threads` event loops until SIGINT, SIGTERM
 /// or the console's `quit`.
 pub fn run(addr: &str, kind: BackendKind, max_backlog: usize, threads: usize) -> io::Result<()> {
-    if threads <= 1 {
-        let mut chat = ChatServer::new(Server::bind(addr, kind)?, None, max_backlog);
-        chat.start_console();
-        chat.event_loop()?;
-        chat.server.finish();
-        return Ok(());
-    }
-    let listeners = loops::bind_listeners(addr, threads)?;
-    let loops: Loops<Broadcast> = Loops::new(threads)?;
-    let signals = FirstLoopSignals::install()?;
-    say!("listening on {}", listeners[0].local_addr()?);
-    let stats = loops::run(&loops, listeners, |index, listener| {
-        let signals = signals.take(index);
-        run_loop(&loops, index, listener, signals, kind, max_backlog)
-    })?;
-    let reason = loops.stop_reason();
-    print_summary(reason.as_deref().unwrap_or("done"), stats);
-    Ok(())
-}
-
-/// Loop `index` of `loops`, until one of them stops; `signals` stop it
-/// (loop 0).
-fn run_loop(
-    loops: &Loops<Broadcast>,
-    index: usize,
-    listener: TcpListener,
-    signals: Option<Signals>,
-    kind: BackendKind,
-    max_backlog: usize,
-) -> io::Result<crate::server::Stats> {
-    let waker: Waker = loops.waker(index);
-    let server = Server::on_listener(listener, kind, waker, signals)?;
-    let peers = Peers {
-        loops,
-        index,
-        outgoing: Vec::new(),
-        inbox: Vec::new(),
-    };
-    let mut chat = ChatServer::new(server, Some(peers), max_backlog);
-    if index == 0 {
-        chat.start_console();
-    }
-    chat.event_loop()?;
-    if let Some(reason) = chat.server.stop_reason() {
-        loops.stop_all(reason);
-    }
-    Ok(chat.server.close_all())
+    loops::serve(addr, kind, threads, |server, link| {
+        let mut chat = ChatServer::new(server, link, max_backlog);
+        if link.index == 0 {
+            chat.console = Console::start(chat.server);
+        }
+        chat.event_loop()
+    })
 }
 
 impl<'a> ChatServer<'a> {
-    fn new(server: Server<ChatClient>, peers: Option<Peers<'a>>, max_backlog: usize) -> Self {
+    fn new(
+        server: &'a mut Server<ChatClient>,
+        link: Link<'a, Broadcast>,
+        max_backlog: usize,
+    ) -> Self {
         ChatServer {
             server,
-            peers,
+            link,
+            outgoing: Vec::new(),
+            inbox: Vec::new(),
             max_backlog,
             console: Console::off(),
             scratch: vec![0; READ_CHUNK],
@@ -236,10 +261,18 @@ impl<'a> ChatServer<'a> {
         while !self.server.is_stopping() {
             let deadline = self.lingering.iter().map(|&(_, at)| at).min();
             self.server.wait(self.console.wait_until(deadline))?;
-            while let Some(event) = self.server.next_event() {
+            let tick = self.server.tick();
+            loop {
+                let scratch = &mut self.scratch;
+                let on_client = |client: &mut ChatClient, readiness, stats: &mut Stats| {
+                    client.ready(readiness, scratch, tick, stats)
+                };
+                let Some(event) = self.server.dispatch(on_client) else {
+                    break;
+                };
                 match event {
+                    Event::Client(fd) => self.take_lines(fd),
                     Event::Console(fd) => self.console_input(Some(fd)),
-                    Event::Client(fd, mask) => self.client_ready(fd, mask),
                     Event::Wake => self.woken(),
                 }
             }
@@ -253,19 +286,13 @@ impl<'a> ChatServer<'a> {
 
     /// Another loop posted lines for our clients, or asked us to stop.
     fn woken(&mut self) {
-        let Some(peers) = &mut self.peers else {
-            return;
-        };
-        let mut inbox = mem::take(&mut peers.inbox);
-        peers.loops.take_inbox(peers.index, &mut inbox);
-        let stop_reason = peers.loops.stop_reason();
+        let mut inbox = mem::take(&mut self.inbox);
+        self.link.take_inbox(&mut inbox);
         for batch in inbox.drain(..) {
             self.deliver_to_all(&batch);
         }
-        if let Some(peers) = &mut self.peers {
-            peers.inbox = inbox;
-        }
-        if let Some(reason) = stop_reason {
+        self.inbox = inbox;
+        if let Some(reason) = self.link.stop_reason() {
             self.server.request_stop(&reason);
         }
     }
@@ -273,98 +300,44 @@ impl<'a> ChatServer<'a> {
     /// Sends what this round broadcast to the other loops, and tells them
     /// how many clients this loop has.
     fn end_round(&mut self) {
-        let Some(peers) = &mut self.peers else {
-            return;
-        };
-        peers
-            .loops
-            .publish_clients(peers.index, self.server.client_count());
-        if peers.outgoing.is_empty() {
+        if !self.link.has_others() {
             return;
         }
-        let batch: Broadcast = Arc::from(peers.outgoing.as_slice());
-        peers.outgoing.clear();
-        for other in (0..peers.loops.len()).filter(|&i| i != peers.index) {
-            peers.loops.post(other, Arc::clone(&batch));
+        let loops = self.link.loops;
+        loops.publish_clients(self.link.index, self.server.client_count());
+        if self.outgoing.is_empty() {
+            return;
         }
-    }
-
-    fn start_console(&mut self) {
-        self.console = Console::start(&mut self.server);
+        let batch: Broadcast = Arc::from(self.outgoing.as_slice());
+        self.outgoing.clear();
+        for other in self.link.others() {
+            loops.post(other, Arc::clone(&batch));
+        }
     }
 
     /// Console input: the console at `fd` is readable, or (`None`) the
     /// loop's turn to read input that cannot be polled.
     fn console_input(&mut self, fd: Option<RawFd>) {
-        let peers = self.peers.as_ref();
+        let link = self.link;
         let list = |server: &Server<ChatClient>| {
             for text in server.describe() {
                 say!("{text}");
             }
-            if let Some(peers) = peers {
-                for other in (0..peers.loops.len()).filter(|&i| i != peers.index) {
-                    let clients = peers.loops.clients(other);
-                    say!("event loop {other}: {clients} clients");
-                }
+            for other in link.others() {
+                let clients = link.loops.clients(other);
+                say!("event loop {other}: {clients} clients");
             }
         };
         match fd {
-            Some(fd) => self.console.readable(&mut self.server, fd, list),
-            None => self.console.turn(&mut self.server, list),
+            Some(fd) => self.console.readable(self.server, fd, list),
+            None => self.console.turn(self.server, list),
         }
     }
 
-    fn client_ready(&mut self, fd: RawFd, mask: Events) {
-        if mask.contains(Events::WRITE) {
-            self.client_writable(fd);
-        }
-        if mask.contains(Events::READ) {
-            self.client_readable(fd);
-        }
-    }
-
-    fn client_writable(&mut self, fd: RawFd) {
-        let tick = self.server.tick();
-        let Some(client) = self.server.client_mut(fd) else {
-            return;
-        };
-        if let Err(e) = client.flush(tick) {
-            return self.server.close_after_error(fd, e);
-        }
-        if client.closing_deadline.is_some() && client.conn.pending() == 0 {
-            if let Err(e) = client.conn.shutdown_write() {
-                return self.server.close_after_error(fd, e);
-            }
-        }
-        self.server.update_interest(fd, true, "done");
-    }
-
-    fn client_readable(&mut self, fd: RawFd) {
-        let Some(client) = self.server.client_mut(fd) else {
-            return;
-        };
-        let n = match client.receive(&mut self.scratch) {
-            Ok(Received::Data(n)) => n,
-            Ok(Received::WouldBlock) => return,
-            Ok(Received::Eof) => {
-                let reason = match client.closing_deadline {
-                    Some(_) => "closed after the error",
-                    None => "closed by peer",
-                };
-                return self.leave(fd, reason);
-            }
-            Err(e) => return self.server.close_after_error(fd, e),
-        };
-        if client.closing_deadline.is_some() {
-            return; // Draining what it still sends, until it closes.
-        }
-        client.lines.push(&self.scratch[..n]);
-        self.take_lines(fd);
-    }
-
-    /// Broadcasts the whole lines `fd` has sent. Each line is copied to
-    /// every client, so the memory budget is checked after each one, not
-    /// only at the end of the round.
+    /// Broadcasts the whole lines the client at `fd` has sent, then waits
+    /// for what it needs next. Each line is copied to every client, so the
+    /// memory budget is checked after each one, not only at the end of
+    /// the round.
     fn take_lines(&mut self, fd: RawFd) {
         let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
@@ -400,6 +373,7 @@ impl<'a> ChatServer<'a> {
         } else if let Some(client) = self.server.client_mut(fd) {
             client.lines = lines;
             client.lines_taken = client.lines_taken.wrapping_add(taken);
+            self.server.update_interest(fd, true, "done");
         }
     }
 
@@ -410,8 +384,8 @@ impl<'a> ChatServer<'a> {
         message.clear();
         chat_protocol::write_message(&mut message, line, peer);
         self.deliver_to_all(&message);
-        if let Some(peers) = &mut self.peers {
-            peers.outgoing.extend_from_slice(&message);
+        if self.link.has_others() {
+            self.outgoing.extend_from_slice(&message);
         }
         self.message = message;
     }
@@ -430,13 +404,13 @@ impl<'a> ChatServer<'a> {
     /// passes the limit.
     fn deliver(&mut self, fd: RawFd, message: &[u8]) {
         let tick = self.server.tick();
-        let Some(client) = self.server.client_mut(fd) else {
+        let Some((client, stats)) = self.server.client_io(fd) else {
             return;
         };
         if client.closing_deadline.is_some() {
             return;
         }
-        if let Err(e) = client.send(message, tick) {
+        if let Err(e) = client.send(message, tick, stats) {
             return self.server.close_after_error(fd, e);
         }
         let backlog = client.conn.pending();
@@ -454,10 +428,10 @@ impl<'a> ChatServer<'a> {
 
     /// Closes a client that asked to leave, after one last attempt to send
     /// what it has not received yet.
-    fn leave(&mut self, fd: RawFd, reason: &str) {
+    fn leave(&mut self, fd: RawFd, reason: &'static str) {
         let tick = self.server.tick();
-        if let Some(client) = self.server.client_mut(fd) {
-            let _ = client.flush(tick);
+        if let Some((client, stats)) = self.server.client_io(fd) {
+            let _ = client.leave(reason, tick, stats);
         }
         self.server.close_client(fd, reason);
     }
@@ -467,7 +441,7 @@ impl<'a> ChatServer<'a> {
     /// [`LINGER`].
     fn reject_long_line(&mut self, fd: RawFd) {
         let tick = self.server.tick();
-        let Some(client) = self.server.client_mut(fd) else {
+        let Some((client, stats)) = self.server.client_io(fd) else {
             return;
         };
         warning!(
@@ -477,7 +451,7 @@ impl<'a> ChatServer<'a> {
         client.lines.clear();
         let deadline = Instant::now() + LINGER;
         client.closing_deadline = Some(deadline);
-        if let Err(e) = client.send(LINE_TOO_LONG, tick) {
+        if let Err(e) = client.send(LINE_TOO_LONG, tick, stats) {
             return self.server.close_after_error(fd, e);
         }
         if client.conn.pending() == 0 {

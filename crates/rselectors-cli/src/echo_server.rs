@@ -7,14 +7,13 @@
 //! so memory per connection stays bounded however much it sends.
 //!
 //! With `--threads N` there are N independent event loops (see
-//! [`crate::loops`]); they only talk to each other to stop.
+//! [`crate::server::loops`]); they only talk to each other to stop.
 
 use crate::budget;
 use crate::conn::{Conn, Next, Received, READ_CHUNK};
-use crate::logging::{debug, say};
-use crate::loops::{self, Loops};
-use crate::server::{print_summary, Client, Event, Server, Stats};
-use crate::signals::FirstLoopSignals;
+use crate::logging::debug;
+use crate::server::loops::{self, Link};
+use crate::server::{Client, Event, Readiness, Server, Stats};
 use rselectors::{BackendKind, Events};
 use std::io;
 use std::net::SocketAddr;
@@ -54,57 +53,24 @@ impl EchoClient {
 /// Runs the echo server with `threads` event loops until SIGINT or
 /// SIGTERM.
 pub fn run(addr: &str, kind: BackendKind, upper: bool, threads: usize) -> io::Result<()> {
-    if threads <= 1 {
-        let mut server: Server<EchoClient> = Server::bind(addr, kind)?;
-        event_loop(&mut server, upper, None)?;
-        server.finish();
-        return Ok(());
-    }
-    let listeners = loops::bind_listeners(addr, threads)?;
-    let loops: Loops<()> = Loops::new(threads)?;
-    let signals = FirstLoopSignals::install()?;
-    say!("listening on {}", listeners[0].local_addr()?);
-    let stats = loops::run(&loops, listeners, |index, listener| {
-        let waker = loops.waker(index);
-        let mut server: Server<EchoClient> =
-            Server::on_listener(listener, kind, waker, signals.take(index))?;
-        event_loop(&mut server, upper, Some(&loops))?;
-        if let Some(reason) = server.stop_reason() {
-            loops.stop_all(reason);
-        }
-        Ok::<Stats, io::Error>(server.close_all())
-    })?;
-    let reason = loops.stop_reason();
-    print_summary(reason.as_deref().unwrap_or("done"), stats);
-    Ok(())
+    loops::serve(addr, kind, threads, |server, link: Link<'_, ()>| {
+        event_loop(server, upper, link)
+    })
 }
 
-/// Serves until a stop is requested: by a signal, or by another loop of
-/// `loops`.
-fn event_loop(
-    server: &mut Server<EchoClient>,
-    upper: bool,
-    loops: Option<&Loops<()>>,
-) -> io::Result<()> {
+/// Serves until a stop is requested: by a signal, or by another loop.
+fn event_loop(server: &mut Server<EchoClient>, upper: bool, link: Link<'_, ()>) -> io::Result<()> {
     let mut scratch = vec![0; READ_CHUNK];
     while !server.is_stopping() {
         server.wait(None)?;
         let tick = server.tick();
-        let mut on_client = |client: &mut EchoClient, registered, ready, stats: &mut Stats| {
-            Some(serve(
-                client,
-                registered,
-                ready,
-                &mut scratch,
-                upper,
-                tick,
-                stats,
-            ))
+        let mut on_client = |client: &mut EchoClient, readiness, stats: &mut Stats| {
+            Some(serve(client, readiness, &mut scratch, upper, tick, stats))
         };
         // Client events are handled inside dispatch; only these come out.
         while let Some(event) = server.dispatch(&mut on_client) {
             if let Event::Wake = event {
-                if let Some(reason) = loops.and_then(Loops::stop_reason) {
+                if let Some(reason) = link.stop_reason() {
                     server.request_stop(&reason);
                 }
             }
@@ -114,14 +80,13 @@ fn event_loop(
     Ok(())
 }
 
-/// Handles `ready` for a client registered for `registered`: at most one
-/// write of queued bytes, then at most one read and one write of its echo
-/// (upper-cased if `upper`). Activity is stamped with idle tick `tick`.
+/// Handles a client's `readiness`: at most one write of queued bytes,
+/// then at most one read and one write of its echo (upper-cased if
+/// `upper`). Activity is stamped with idle tick `tick`.
 #[inline]
 fn serve(
     client: &mut EchoClient,
-    registered: Events,
-    ready: Events,
+    Readiness { registered, ready }: Readiness,
     scratch: &mut [u8],
     upper: bool,
     tick: u16,

@@ -23,7 +23,6 @@ mod echo_server;
 mod lines;
 mod load;
 mod logging;
-mod loops;
 mod server;
 mod signals;
 mod stdin;
@@ -317,7 +316,7 @@ fn main() -> ExitCode {
     });
     if let Command::EchoServer { threads, .. } | Command::ChatServer { threads, .. } = &cli.command
     {
-        loops::set_reuse_port(threads.reuse_port);
+        server::set_reuse_port(threads.reuse_port);
     }
     let result = match cli.command {
         Command::EchoServer {

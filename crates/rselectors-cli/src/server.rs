@@ -1,25 +1,32 @@
-//! What the echo and chat servers share: the listener and accepting (in
-//! [`accept`], with a back-off when file descriptors run out), signals,
-//! the console's registration, closing clients, and the closing summary.
+//! What the echo and chat servers share: one event loop's [`Server`],
+//! which dispatches events to a client handler, accepts, handles
+//! signals, closes clients and prints the closing summary.
 //!
 //! Everything one event loop watches is one [`Source`] registered in one
 //! selector; the selector owns the client sockets, so unregistering a
-//! client and dropping the key is what closes it (the [`Server`] owns the
-//! listener, which the selector watches by number). With `--threads N`
-//! there are N such loops (see [`crate::loops`]), each a [`Server`] of its
-//! own.
+//! client and dropping the key is what closes it (the [`Acceptor`] owns
+//! the listener, which the selector watches by number).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`listen`] | binding: `--addr`, one socket or `--reuse-port` |
+//! | [`accept`] | accepting, pacing, pausing when descriptors run out |
+//! | [`loops`] | 1 to N loops (`--threads`), and what they tell each other |
+//! | [`limits`] | the memory budget and the idle timeout |
 
 mod accept;
 pub mod limits;
+mod listen;
+pub mod loops;
 use limits::IdleTimer;
 
 use crate::budget;
-use crate::conn::{is_disconnect, set_nodelay, Conn, Next};
+use crate::conn::{is_disconnect, Conn, Next};
 use crate::logging::{self, debug, info, say, warning, Level};
 use crate::signals::Signals;
 use crate::stdin::Stdin;
-use accept::AcceptPace;
-pub use accept::{bind_listener, listen_on, on_first_address};
+use accept::Acceptor;
+pub use listen::set_reuse_port;
 use rselectors::{AnySelector, BackendKind, Events, Waker};
 use std::fmt;
 use std::io;
@@ -46,9 +53,9 @@ pub trait Client {
     fn peer(&self) -> Option<SocketAddr> {
         None
     }
-    /// Bytes in and out that the client counted itself, added to the
-    /// server's [`Stats`] when it closes; clients that count straight into
-    /// the stats (see [`Server::dispatch`]) keep none.
+    /// Bytes in and out of this client, for the line that logs its
+    /// disconnection (for clients that keep the peer's address). The
+    /// server's totals are counted in [`Stats`] at each read and write.
     fn traffic(&self) -> (u64, u64) {
         (0, 0)
     }
@@ -110,14 +117,22 @@ impl<C: Client> AsRawFd for Source<C> {
     }
 }
 
+/// What a client is registered for, and which of those events are ready.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    pub registered: Events,
+    pub ready: Events,
+}
+
 /// An event the server hands to its owner; accepts and signals are dealt
-/// with inside [`Server::next_event`].
+/// with inside [`Server::dispatch`].
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
     /// The console (stdin) is readable.
     Console(RawFd),
-    /// A client is ready for these events.
-    Client(RawFd, Events),
+    /// A client's handler asked for the whole server (see
+    /// [`Server::dispatch`]).
+    Client(RawFd),
     /// The loop's waker went off: another loop may have posted to this
     /// one's inbox or asked it to stop.
     Wake,
@@ -144,7 +159,7 @@ impl AddAssign for Stats {
 }
 
 /// Prints the closing summary line.
-pub fn print_summary(reason: &str, stats: Stats) {
+fn print_summary(reason: &str, stats: Stats) {
     say!(
         "stopped ({reason}): {} connections served, {} bytes in, {} bytes out",
         stats.served,
@@ -156,26 +171,11 @@ pub fn print_summary(reason: &str, stats: Stats) {
 /// A listening server's selector and bookkeeping.
 pub struct Server<C> {
     sel: AnySelector<Source<C>, ()>,
-    /// Declared after `sel`, so it is closed after the selector that
-    /// watches it.
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    /// Declared after `sel`, so that its listener is closed after the
+    /// selector that watches it.
+    acceptor: Acceptor,
     /// Clients connected now.
     clients: usize,
-    /// While accepting is paused, when to try again. The listener is
-    /// out of the selector then, so that a full accept queue does not make
-    /// every `select()` return at once.
-    paused: Option<Instant>,
-    /// How many connections the listener's next event accepts.
-    accept_pace: AcceptPace,
-    /// True from a failed accept until the next successful one: logs the
-    /// trouble once, not every 100 ms.
-    accept_failing: bool,
-    /// When the last warning about failing accepts was logged.
-    accept_warned_at: Option<Instant>,
-    /// Whether this episode of failing accepts was logged as a warning
-    /// (then its end is logged at info level too).
-    accept_warned: bool,
     stats: Stats,
     stop_reason: Option<String>,
     /// The idle tick this loop last saw (see [`limits`]).
@@ -188,16 +188,6 @@ pub struct Server<C> {
 }
 
 impl<C: Client> Server<C> {
-    /// Binds `addr`, opens a selector of `kind` that watches the signals
-    /// that stop the server, and prints `listening on ADDR`.
-    pub fn bind(addr: &str, kind: BackendKind) -> io::Result<Server<C>> {
-        let listener = bind_listener(addr, false)?;
-        let signals = Signals::install()?;
-        let server = Server::on_listener(listener, kind, Waker::new()?, Some(signals))?;
-        say!("listening on {}", server.local_addr);
-        Ok(server)
-    }
-
     /// One event loop: a selector of `kind` watching `listener`, `waker`
     /// and, if given, `signals`, which then stop it.
     pub fn on_listener(
@@ -206,12 +196,9 @@ impl<C: Client> Server<C> {
         waker: Waker,
         signals: Option<Signals>,
     ) -> io::Result<Server<C>> {
-        let local_addr = listener.local_addr()?;
-        // Inherited by every connection it accepts (see `Conn::accepted`):
-        // one system call per loop instead of one per connection.
-        set_nodelay(&listener)?;
+        let acceptor = Acceptor::new(listener)?;
         let mut sel = AnySelector::with_kind(kind)?;
-        sel.register(Source::Listener(listener.as_raw_fd()), Events::READ, ())?;
+        sel.register(Source::Listener(acceptor.fd()), Events::READ, ())?;
         sel.register(Source::Waker(waker), Events::READ, ())?;
         if let Some(signals) = signals {
             sel.register(Source::Signals(Box::new(signals)), Events::READ, ())?;
@@ -222,14 +209,8 @@ impl<C: Client> Server<C> {
         debug!("selector: {kind}");
         Ok(Server {
             sel,
-            listener,
-            local_addr,
+            acceptor,
             clients: 0,
-            paused: None,
-            accept_pace: AcceptPace::default(),
-            accept_failing: false,
-            accept_warned_at: None,
-            accept_warned: false,
             stats: Stats::default(),
             stop_reason: None,
             tick: 0,
@@ -242,7 +223,7 @@ impl<C: Client> Server<C> {
     pub fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         // The busy case, no timer, accepting, memory within the budget:
         // no clock to read.
-        let timeout = match (deadline, &self.paused) {
+        let timeout = match (deadline, self.acceptor.retry_at()) {
             (None, None) if !self.over_budget => None,
             _ => self.timeout_until(deadline)?,
         };
@@ -257,28 +238,24 @@ impl<C: Client> Server<C> {
     #[inline(never)]
     fn timeout_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Duration>> {
         self.resume_accepting_if_due()?;
-        let deadline = [deadline, self.paused, self.next_shed()]
+        let deadline = [deadline, self.acceptor.retry_at(), self.next_shed()]
             .into_iter()
             .flatten()
             .min();
         Ok(deadline.map(|d| d.saturating_duration_since(Instant::now())))
     }
 
-    /// The next event of the last [`Server::wait`] for the owner to handle.
-    pub fn next_event(&mut self) -> Option<Event> {
-        self.dispatch(|_, _, _, _| None)
-    }
-
-    /// Like [`Server::next_event`], but client events go to `on_client`
-    /// with the client at hand (found with one table lookup), the events
-    /// it is registered for and those it is ready for; it returns `None`
-    /// to have the event handed out as [`Event::Client`] instead. The
-    /// client handler of a busy server runs here, so that the usual case,
-    /// a message read and its reply written whole, costs no other lookup.
+    /// The next event of the last [`Server::wait`] that the owner handles
+    /// itself. Client events go to `on_client` with the client at hand
+    /// (found with one table lookup) and its [`Readiness`]; it returns what
+    /// the client wants next, or `None` to have the event handed out as
+    /// [`Event::Client`] (for work that needs the whole server, such as a
+    /// chat line for every client). Accepts, signals and idle ticks are
+    /// dealt with here.
     #[inline]
     pub fn dispatch<H>(&mut self, mut on_client: H) -> Option<Event>
     where
-        H: FnMut(&mut C, Events, Events, &mut Stats) -> Option<Next>,
+        H: FnMut(&mut C, Readiness, &mut Stats) -> Option<Next>,
     {
         loop {
             let (key, ready) = self.sel.next_ready_mut()?;
@@ -286,9 +263,13 @@ impl<C: Client> Server<C> {
             // Clients first, tested alone: one compare instead of a jump
             // table on the busy path.
             let next = if let Source::Client(client) = key.fileobj {
-                match on_client(client, key.events, ready, &mut self.stats) {
+                let readiness = Readiness {
+                    registered: key.events,
+                    ready,
+                };
+                match on_client(client, readiness, &mut self.stats) {
                     Some(next) => next,
-                    None => return Some(Event::Client(fd, ready)),
+                    None => return Some(Event::Client(fd)),
                 }
             } else {
                 match key.fileobj {
@@ -345,6 +326,14 @@ impl<C: Client> Server<C> {
     pub fn client_mut(&mut self, fd: RawFd) -> Option<&mut C> {
         match self.sel.get_key_mut(fd).ok()?.fileobj {
             Source::Client(client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The client registered at `fd` and the stats to count its I/O in.
+    pub fn client_io(&mut self, fd: RawFd) -> Option<(&mut C, &mut Stats)> {
+        match self.sel.get_key_mut(fd).ok()?.fileobj {
+            Source::Client(client) => Some((client, &mut self.stats)),
             _ => None,
         }
     }
@@ -429,10 +418,8 @@ impl<C: Client> Server<C> {
         };
         debug_assert!(matches!(key.fileobj, Source::Client(_)));
         if let Source::Client(client) = key.fileobj {
-            let (bytes_in, bytes_out) = client.traffic();
-            self.stats.bytes_in += bytes_in;
-            self.stats.bytes_out += bytes_out;
             if logging::enabled(Level::Info) {
+                let (bytes_in, bytes_out) = client.traffic();
                 let who = Who(client.peer(), fd);
                 if client.peer().is_some() {
                     info!(
@@ -449,10 +436,7 @@ impl<C: Client> Server<C> {
     /// Counts a client out whose socket is closed now.
     fn client_gone(&mut self) {
         self.clients -= 1;
-        // A descriptor is free again: accept now rather than at the timer.
-        if let Some(retry_at) = &mut self.paused {
-            *retry_at = Instant::now();
-        }
+        self.acceptor.retry_now();
     }
 
     /// Closes the client at `fd` after an I/O error on it. A peer that
@@ -504,7 +488,7 @@ impl<C: Client> Server<C> {
             .into_iter()
             .map(|key| {
                 let what = match &key.fileobj {
-                    Source::Listener(_) => format!("listener {}", self.local_addr),
+                    Source::Listener(_) => format!("listener {}", self.acceptor.local_addr()),
                     Source::Waker(_) => "waker (other event loops)".to_owned(),
                     Source::Signals(signals) => signals.describe().to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
@@ -522,12 +506,12 @@ impl<C: Client> Server<C> {
             "{} registered in the {backend} selector:",
             entries.len()
         )];
-        if self.paused.is_some() {
+        if self.acceptor.retry_at().is_some() {
             let what = format!(
                 "listener {} (paused: out of file descriptors)",
-                self.local_addr
+                self.acceptor.local_addr()
             );
-            entries.push((self.listener.as_raw_fd(), what));
+            entries.push((self.acceptor.fd(), what));
         }
         if let Ok(Some(fd)) = self.sel.fileno() {
             entries.push((
@@ -555,14 +539,6 @@ impl<C: Client> Server<C> {
     /// Why the server is stopping, once it is.
     pub fn stop_reason(&self) -> Option<&str> {
         self.stop_reason.as_deref()
-    }
-
-    /// Closes every client, closes the selector, and prints the one-line
-    /// summary.
-    pub fn finish(self) {
-        let reason = self.stop_reason.clone();
-        let stats = self.close_all();
-        print_summary(reason.as_deref().unwrap_or("done"), stats);
     }
 
     /// Closes every client (after one last non-blocking flush) and the

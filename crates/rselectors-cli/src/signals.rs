@@ -21,7 +21,6 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::sync::{Mutex, PoisonError};
 
 /// The signals that stop a server, delivered through a socket to watch
 /// for READ; [`Signals::take`] once it is readable.
@@ -76,26 +75,6 @@ impl Signals {
         } else {
             "signals (SIGINT, SIGTERM)"
         }
-    }
-}
-
-/// [`Signals`] installed before the loops of `--threads` start (so that
-/// none is lost once `listening on` is printed), for loop 0 to take.
-#[derive(Debug)]
-pub struct FirstLoopSignals(Mutex<Option<Signals>>);
-
-impl FirstLoopSignals {
-    /// Installs the [`Signals`] for loop 0.
-    pub fn install() -> io::Result<FirstLoopSignals> {
-        Ok(FirstLoopSignals(Mutex::new(Some(Signals::install()?))))
-    }
-
-    /// The signals, for loop 0 (`index` 0), once; `None` for the others.
-    pub fn take(&self, index: usize) -> Option<Signals> {
-        if index != 0 {
-            return None;
-        }
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -165,7 +144,7 @@ pub fn ignore_background_terminal_reads() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ignored_by_ps, ignored_from_the_start, parse_mask, FirstLoopSignals, Signals};
+    use super::{ignored_by_ps, ignored_from_the_start, parse_mask, Signals};
     use nix::sys::signal::{SigSet, Signal};
     use rselectors::{AnySelector, BackendKind, Events};
     use signal_hook::consts::SIGTERM;
@@ -217,14 +196,6 @@ mod tests {
         assert_eq!(signals.take(), Some("SIGTERM"));
         assert_eq!(signals.take(), None);
         assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
-    }
-
-    #[test]
-    fn loop_zero_alone_takes_the_signals() {
-        let signals = FirstLoopSignals::install().unwrap();
-        assert!(signals.take(1).is_none());
-        assert!(signals.take(0).is_some());
-        assert!(signals.take(0).is_none());
     }
 
     #[test]

@@ -1,19 +1,18 @@
-//! Listening and accepting: binding (with `SO_REUSEPORT` only under
-//! `--reuse-port`), accepting in batches (or one at a time while
-//! connections come one at a time) without the peer's address unless it
-//! is wanted, and pausing when file descriptors run out.
+//! Accepting: one [`Acceptor`] per event loop owns the listening socket
+//! and the state of accepting on it. It accepts in batches (or one at a
+//! time while connections come one at a time), without the peer's address
+//! unless it is wanted, and pauses when file descriptors run out.
 
 use super::{Client, Server, Source, Who};
-use crate::conn::Conn;
+use crate::conn::{set_nodelay, Conn};
 use crate::logging::{self, debug, info, warning, Level};
 use rselectors::{Events, Rejected};
 use rustix::io::Errno;
 #[cfg(not(target_vendor = "apple"))]
 use rustix::net::SocketFlags;
-use socket2::{Domain, SockRef, Socket, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How long accepting stays paused after it failed for lack of file
@@ -32,9 +31,106 @@ const SINGLES_AFTER_SHORT_DRAIN: u8 = 3;
 /// one descriptor, taken by the next connection), warn at most this often.
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-/// The kernel's queue of connections not yet accepted (capped by
-/// `net.core.somaxconn`): room for a thousand clients connecting at once.
-const LISTEN_BACKLOG: i32 = 1024;
+/// One event loop's listening socket and the state of accepting on it.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    /// While accepting is paused, when to try again. The listener is out
+    /// of the selector then, so that a full accept queue does not make
+    /// every wait return at once.
+    paused: Option<Instant>,
+    /// How many connections the listener's next event accepts.
+    pace: AcceptPace,
+    /// True from a failed accept until the next successful one: logs the
+    /// trouble once, not every [`ACCEPT_RETRY`].
+    failing: bool,
+    /// When the last warning about failing accepts was logged.
+    warned_at: Option<Instant>,
+    /// Whether this episode of failing accepts was logged as a warning
+    /// (then its end is logged at info level too).
+    warned: bool,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` (non-blocking). Sets `TCP_NODELAY` on it:
+    /// replies are small and interactive, and sockets accepted from it
+    /// inherit the option where the OS passes it on (see
+    /// [`Conn::accepted`]), one system call per loop instead of one per
+    /// connection.
+    pub fn new(listener: TcpListener) -> io::Result<Acceptor> {
+        set_nodelay(&listener)?;
+        Ok(Acceptor {
+            local_addr: listener.local_addr()?,
+            listener,
+            paused: None,
+            pace: AcceptPace::default(),
+            failing: false,
+            warned_at: None,
+            warned: false,
+        })
+    }
+
+    /// The listening socket's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// While accepting is paused, when it is tried again.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.paused
+    }
+
+    /// A descriptor is free again: try accepting now rather than at the
+    /// retry time.
+    pub fn retry_now(&mut self) {
+        if let Some(retry_at) = &mut self.paused {
+            *retry_at = Instant::now();
+        }
+    }
+
+    /// The first accept that works after some failed.
+    #[cold]
+    fn accepting_again(&mut self) {
+        self.failing = false;
+        if self.warned {
+            info!("accepting connections again");
+        } else {
+            debug!("accepting connections again");
+        }
+    }
+
+    /// Accept failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...),
+    /// with `open` connections being served: logs it (once per episode,
+    /// and a warning at most every [`ACCEPT_WARNING_EVERY`]).
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self, error: &io::Error, open: usize, now: Instant) {
+        let warn_now = !self.failing
+            && self
+                .warned_at
+                .is_none_or(|at| now.duration_since(at) >= ACCEPT_WARNING_EVERY);
+        if warn_now {
+            warning!(
+                "cannot accept: {error}; serving the {open} open connections, \
+                 accepting again when one closes (retry every {} ms)",
+                ACCEPT_RETRY.as_millis()
+            );
+            self.warned_at = Some(now);
+        } else {
+            debug!("cannot accept: {error}");
+        }
+        if !self.failing {
+            self.failing = true;
+            self.warned = warn_now;
+        }
+    }
+}
 
 impl<C: Client> Server<C> {
     /// The listener is readable: accepts the waiting connections (as many
@@ -49,8 +145,7 @@ impl<C: Client> Server<C> {
     }
 
     /// The copy of the accept loop that asks for addresses, out of line:
-    /// inlined next to the busy copy, it spread the event loop's hot code
-    /// over more instruction-cache lines.
+    /// off the busy path.
     #[inline(never)]
     fn accept_batch_with_peers(&mut self) {
         self.accept_batch::<true>();
@@ -61,17 +156,17 @@ impl<C: Client> Server<C> {
     /// address) has no `Option<SocketAddr>` to carry per connection.
     #[inline(always)]
     fn accept_batch<const WITH_PEER: bool>(&mut self) {
-        let limit = self.accept_pace.limit();
+        let limit = self.acceptor.pace.limit();
         for taken in 0..limit {
-            match accept_nonblocking(&self.listener, WITH_PEER) {
+            match accept_nonblocking(&self.acceptor.listener, WITH_PEER) {
                 Ok((stream, peer)) => {
-                    if self.accept_failing {
-                        self.accepting_again();
+                    if self.acceptor.failing {
+                        self.acceptor.accepting_again();
                     }
                     self.add_client(stream, peer);
                 }
                 Err(Errno::AGAIN) => {
-                    self.accept_pace.emptied_after(taken);
+                    self.acceptor.pace.emptied_after(taken);
                     return;
                 }
                 Err(e) if died_in_queue(e) => {
@@ -85,57 +180,28 @@ impl<C: Client> Server<C> {
         }
     }
 
-    /// The first accept that works after some failed.
-    #[cold]
-    fn accepting_again(&mut self) {
-        self.accept_failing = false;
-        if self.accept_warned {
-            info!("accepting connections again");
-        } else {
-            debug!("accepting connections again");
-        }
-    }
-
-    /// Accept failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...):
-    /// stop watching the listener, keep serving the connections we have,
-    /// and try again when one closes or after [`ACCEPT_RETRY`].
+    /// Stops watching the listener after accepting failed for a reason
+    /// that lasts, keeps serving the connections there are, and tries
+    /// again when one closes or after [`ACCEPT_RETRY`].
     #[cold]
     #[inline(never)]
     fn pause_accepting(&mut self, error: &io::Error) {
         let now = Instant::now();
-        let warn_now = !self.accept_failing
-            && self
-                .accept_warned_at
-                .is_none_or(|at| now.duration_since(at) >= ACCEPT_WARNING_EVERY);
-        if warn_now {
-            warning!(
-                "cannot accept: {error}; serving the {} open connections, \
-                 accepting again when one closes (retry every {} ms)",
-                self.client_count(),
-                ACCEPT_RETRY.as_millis()
-            );
-            self.accept_warned_at = Some(now);
-        } else {
-            debug!("cannot accept: {error}");
-        }
-        if !self.accept_failing {
-            self.accept_failing = true;
-            self.accept_warned = warn_now;
-        }
-        if self.sel.unregister(self.listener.as_raw_fd()).is_ok() {
-            self.paused = Some(now + ACCEPT_RETRY);
+        self.acceptor.failed(error, self.client_count(), now);
+        if self.sel.unregister(self.acceptor.fd()).is_ok() {
+            self.acceptor.paused = Some(now + ACCEPT_RETRY);
         }
     }
 
     /// Watches the listener again once a pause's retry time has come.
     pub(super) fn resume_accepting_if_due(&mut self) -> io::Result<()> {
-        match self.paused {
+        match self.acceptor.paused {
             Some(retry_at) if retry_at <= Instant::now() => {}
             _ => return Ok(()),
         }
-        let source = Source::Listener(self.listener.as_raw_fd());
+        let source = Source::Listener(self.acceptor.fd());
         self.sel.register(source, Events::READ, ())?;
-        self.paused = None;
+        self.acceptor.paused = None;
         Ok(())
     }
 
@@ -247,9 +313,9 @@ impl AcceptPace {
     }
 }
 
-/// Accepts one connection, already non-blocking (`accept4` with
-/// `SOCK_NONBLOCK`: one system call, where `accept` and then setting
-/// the flag take two), with the peer's address if `with_peer`.
+/// Accepts one connection, already non-blocking and closed on exec
+/// (`accept4`: one system call, where `accept` and then setting the flags
+/// take three), with the peer's address if `with_peer`.
 ///
 /// The error is an `Errno`: the usual outcome, `EAGAIN` once the queue is
 /// empty, is told apart without building an `io::Error`.
@@ -258,130 +324,62 @@ fn accept_nonblocking(
     listener: &TcpListener,
     with_peer: bool,
 ) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
-    if with_peer {
-        return accept_with_peer(listener);
-    }
-    #[cfg(not(target_vendor = "apple"))]
-    let fd = rustix::net::accept_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
-    // macOS has no `accept4`. The descriptor is without close-on-exec for
-    // a moment: the programs start no other program meanwhile.
-    #[cfg(target_vendor = "apple")]
-    let fd = {
-        let fd = rustix::net::accept(listener)?;
-        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
-        rustix::io::ioctl_fionbio(&fd, true)?;
-        fd
+    let (fd, peer) = if with_peer {
+        let (fd, peer) = accept_with(listener, true)?;
+        // Not TCP/IP: not something this listener can accept.
+        let peer = peer.ok_or(Errno::AFNOSUPPORT)?;
+        (fd, Some(SocketAddr::try_from(peer)?))
+    } else {
+        (accept_with(listener, false)?.0, None)
     };
-    Ok((fd.into(), None))
+    Ok((fd.into(), peer))
 }
 
-/// [`accept_nonblocking`] with the peer's address (out of line: the busy
-/// path does without it).
-#[inline(never)]
-fn accept_with_peer(listener: &TcpListener) -> Result<(TcpStream, Option<SocketAddr>), Errno> {
-    #[cfg(not(target_vendor = "apple"))]
-    let accepted = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    // No `accept4` on macOS: socket2's `accept` sets close-on-exec.
-    #[cfg(target_vendor = "apple")]
-    let accepted = SockRef::from(listener).accept().and_then(|(socket, peer)| {
-        socket.set_nonblocking(true)?;
-        Ok((socket, peer))
-    });
-    // socket2's errors are the OS's, so each has an errno.
-    let (socket, peer) = accepted.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-    // Not TCP/IP: not something this listener can accept.
-    let peer = peer.as_socket().ok_or(Errno::AFNOSUPPORT)?;
-    Ok((socket.into(), Some(peer)))
-}
-
-/// A non-blocking listening socket on the first address of `addr` that
-/// binds (`addr` may be a host name: `localhost:9999`); with `reuse_port`
-/// or under `--reuse-port`, other sockets may listen on the same address
-/// and port (`SO_REUSEPORT`).
-pub fn bind_listener(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
-    let reuse_port = reuse_port || crate::loops::reuse_port();
-    on_first_address(addr, |candidate| listen_on(candidate, reuse_port))
-}
-
-/// `bind` on each address `addr` resolves to, until one works; else the
-/// last error, naming its address.
-pub fn on_first_address<T>(
-    addr: &str,
-    bind: impl Fn(SocketAddr) -> io::Result<T>,
-) -> io::Result<T> {
-    let mut last_error = None;
-    let candidates = addr
-        .to_socket_addrs()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve '{addr}': {e}")))?;
-    for candidate in candidates {
-        match bind(candidate) {
-            Ok(bound) => return Ok(bound),
-            Err(e) => last_error = Some(io::Error::new(e.kind(), format!("{candidate}: {e}"))),
-        }
+#[cfg(not(target_vendor = "apple"))]
+#[inline(always)]
+fn accept_with(
+    listener: &TcpListener,
+    with_peer: bool,
+) -> Result<(std::os::fd::OwnedFd, Option<rustix::net::SocketAddrAny>), Errno> {
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    if with_peer {
+        rustix::net::acceptfrom_with(listener, flags)
+    } else {
+        Ok((rustix::net::accept_with(listener, flags)?, None))
     }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"))
-    }))
 }
 
-/// A non-blocking socket listening on `addr` (see [`bind_listener`]).
-pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    // A restarted server can bind while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        share_port(&socket)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Lets other sockets listen on `socket`'s address and port, the kernel
-/// spreading new connections over them (`SO_REUSEPORT`; on FreeBSD
-/// `SO_REUSEPORT_LB`, since its `SO_REUSEPORT` does not spread them).
-/// Refused elsewhere: illumos has no `SO_REUSEPORT`, and on macOS, NetBSD
-/// and OpenBSD sockets sharing a port do not share its connections (one
-/// of them would get them all).
-fn share_port(socket: &Socket) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "dragonfly"))]
-    return socket.set_reuse_port(true);
-    #[cfg(target_os = "freebsd")]
-    return socket.set_reuse_port_lb(true);
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "dragonfly",
-        target_os = "freebsd"
-    )))]
-    {
-        let _ = socket;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "--reuse-port is not supported on this system: sockets that share a port \
-             do not share its connections here (--threads alone works: its loops share \
-             one socket)",
-        ))
-    }
+/// macOS has no `accept4`. The descriptor is without close-on-exec for a
+/// moment: the programs start no other program meanwhile.
+#[cfg(target_vendor = "apple")]
+fn accept_with(
+    listener: &TcpListener,
+    with_peer: bool,
+) -> Result<(std::os::fd::OwnedFd, Option<rustix::net::SocketAddrAny>), Errno> {
+    let (fd, peer) = if with_peer {
+        rustix::net::acceptfrom(listener)?
+    } else {
+        (rustix::net::accept(listener)?, None)
+    };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    rustix::io::ioctl_fionbio(&fd, true)?;
+    Ok((fd, peer))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        accept_nonblocking, listen_on, AcceptPace, Server, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN,
-    };
+    use super::{accept_nonblocking, AcceptPace, Server, ACCEPT_BATCH, SINGLES_AFTER_SHORT_DRAIN};
     use crate::conn::{set_nodelay, Conn};
     use crate::echo_server::EchoClient;
     use crate::logging::{self, Level};
+    use crate::server::listen::listen_on;
     use crate::test_support::accept_within_seconds;
     use rselectors::{BackendKind, Waker};
     use std::net::TcpStream;
-    use std::os::fd::AsRawFd;
 
     /// `Conn::accepted` sets no option where the OS passes the listener's
-    /// `TCP_NODELAY` on (`Server::on_listener` sets it there): this fails
-    /// if it does not.
+    /// `TCP_NODELAY` on (`Acceptor::new` sets it there): this fails if it
+    /// does not.
     #[test]
     fn accepted_sockets_have_nodelay() {
         for addr in ["127.0.0.1:0", "[::1]:0"] {
@@ -390,7 +388,7 @@ mod tests {
                 Err(_) if addr.starts_with('[') => continue, // no IPv6 here
                 Err(e) => panic!("{addr}: {e}"),
             };
-            // What `Server::on_listener` does.
+            // What `Acceptor::new` does.
             set_nodelay(&listener).unwrap();
             let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (stream, _) = accept_within_seconds(&listener);
@@ -444,13 +442,13 @@ mod tests {
         a.accept_ready();
         b.accept_ready();
         assert_eq!((a.client_count(), b.client_count()), (1, 0));
-        assert!(b.paused.is_none() && !b.accept_failing);
-        assert!(b.sel.get_key(b.listener.as_raw_fd()).is_ok());
+        assert!(b.acceptor.paused.is_none() && !b.acceptor.failing);
+        assert!(b.sel.get_key(b.acceptor.fd()).is_ok());
         let _two = TcpStream::connect(addr).unwrap();
         b.accept_ready();
         a.accept_ready();
         assert_eq!((a.client_count(), b.client_count()), (1, 1));
-        assert!(a.paused.is_none() && b.paused.is_none());
+        assert!(a.acceptor.paused.is_none() && b.acceptor.paused.is_none());
     }
 
     fn limits(pace: &mut AcceptPace, n: usize) -> Vec<usize> {

@@ -1,35 +1,37 @@
-//! `--threads N`: N event loops in one server.
+//! One server is 1 to N event loops (`--threads N`), served by one path:
+//! [`serve`].
 //!
-//! Each loop is a thread with its own selector. They share one listening
-//! socket (each watches a duplicate of its descriptor, level-triggered):
-//! a new connection makes every idle loop's wait return, the first to
-//! call `accept4` takes it and the others get `EAGAIN` and wait again.
-//! One socket holds the port alone, so a second server on it fails with
-//! "Address already in use" instead of silently splitting the clients
-//! with this one, as per-loop sockets with `SO_REUSEPORT` would. Under
-//! `--reuse-port` each loop has a socket of its own with `SO_REUSEPORT`
-//! (the kernel spreads new connections over them, and over those of
-//! other servers that share the port).
+//! Each loop is a thread with its own selector (loop 0 runs on the
+//! calling thread). By default they share one listening socket (each
+//! watches a descriptor of it, level-triggered): a new connection makes
+//! every idle loop's wait return, the first to accept takes it and the
+//! others get `EAGAIN` and wait again. (Under `--reuse-port` each loop
+//! has a socket of its own: see [`super::listen`].)
 //!
 //! No lock is taken on the path of a message. What loops tell each other
 //! (a chat line for their clients, "stop") goes through [`Loops`]: an
 //! inbox per loop, held locked only to push or to take its contents, and
 //! the loop's [`Waker`] to get its attention.
 //!
-//! Loop 0 runs on the calling thread and is the one that handles the
-//! console and the signals; whichever loop stops first (a signal, the
-//! console's `quit`, an error) stops them all.
+//! Loop 0 is the one that handles the console and the signals; whichever
+//! loop stops first (a signal, the console's `quit`, an error) stops them
+//! all.
 
-use crate::server::{listen_on, on_first_address, Stats};
-use rselectors::Waker;
+use super::listen::bind_listeners;
+use super::{print_summary, Client, Server, Stats};
+use crate::logging::say;
+use crate::signals::Signals;
+use rselectors::{BackendKind, Waker};
+use std::fmt;
 use std::io;
 use std::mem;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 /// One loop as the others see it.
+#[derive(Debug)]
 struct Member<M> {
     waker: Waker,
     inbox: Mutex<Vec<M>>,
@@ -39,6 +41,7 @@ struct Member<M> {
 
 /// The loops of one server and how they reach each other; `M` is what
 /// they post to each other's inboxes.
+#[derive(Debug)]
 pub struct Loops<M> {
     members: Vec<Member<M>>,
     /// Why the server stops, once a loop has stopped.
@@ -130,6 +133,7 @@ impl<M> Loops<M> {
 
 /// Stops every loop when dropped: when a loop returns, fails or panics,
 /// the others do not go on alone.
+#[derive(Debug)]
 struct StopOnDrop<'a, M>(&'a Loops<M>);
 
 impl<M> Drop for StopOnDrop<'_, M> {
@@ -143,72 +147,106 @@ impl<M> Drop for StopOnDrop<'_, M> {
     }
 }
 
-/// `--reuse-port`: whether the servers' listening sockets let other
-/// sockets listen on the same address and port (`SO_REUSEPORT`). Set once
-/// by `main`, before a server binds.
-static REUSE_PORT: AtomicBool = AtomicBool::new(false);
-
-/// Sets `--reuse-port` (see [`reuse_port`]).
-pub fn set_reuse_port(on: bool) {
-    REUSE_PORT.store(on, Ordering::Relaxed);
+/// One loop's view of the server's loops: its own number, and the way to
+/// the others.
+pub struct Link<'a, M> {
+    pub loops: &'a Loops<M>,
+    /// This loop's number.
+    pub index: usize,
 }
 
-/// Whether the servers were asked to share their port (`--reuse-port`).
-/// If not, a port in use is an error, as for any program that listens:
-/// without the flag a second server on the same port fails with "Address
-/// already in use" rather than silently taking half of the connections.
-pub fn reuse_port() -> bool {
-    REUSE_PORT.load(Ordering::Relaxed)
-}
-
-/// A listener for each of `count` loops, on the first address of `addr`
-/// that binds: duplicates of one socket's descriptor, or under
-/// `--reuse-port` sockets of their own with `SO_REUSEPORT` (port 0 then
-/// means the port the first one gets).
-pub fn bind_listeners(addr: &str, count: usize) -> io::Result<Vec<TcpListener>> {
-    if reuse_port() {
-        on_first_address(addr, |candidate| bind_each(candidate, count))
-    } else {
-        on_first_address(addr, |candidate| bind_shared(candidate, count))
+impl<M> Clone for Link<'_, M> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// One socket, `count` descriptors of it.
-fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
-    let first = listen_on(addr, false)?;
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 1..count {
-        listeners.push(first.try_clone()?);
+impl<M> Copy for Link<'_, M> {}
+
+impl<M> fmt::Debug for Link<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "loop {} of {}", self.index, self.loops.len())
     }
-    listeners.insert(0, first);
-    Ok(listeners)
 }
 
-/// `count` sockets on `addr` with `SO_REUSEPORT`.
-fn bind_each(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
-    let first = listen_on(addr, true)?;
-    let bound = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..count {
-        listeners.push(listen_on(bound, true)?);
+impl<M> Link<'_, M> {
+    /// Whether there are other loops.
+    pub fn has_others(&self) -> bool {
+        self.loops.len() > 1
     }
-    Ok(listeners)
+
+    /// The numbers of the other loops.
+    pub fn others(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.loops.len()).filter(move |&i| i != self.index)
+    }
+
+    /// Moves this loop's inbox into `into` (see [`Loops::take_inbox`]).
+    pub fn take_inbox(&self, into: &mut Vec<M>) {
+        self.loops.take_inbox(self.index, into);
+    }
+
+    /// Why the loops stop, once one of them has asked.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.loops.stop_reason()
+    }
 }
 
-/// Runs `event_loop(index, listener)` for every listener, loop 0 on the
-/// calling thread, the others on threads of their own, and waits for them
-/// all. Each loop must return when [`Loops::stop_reason`] says so (its
-/// waker goes off). The result is the sum of their [`Stats`], or the
-/// first error.
-pub fn run<M, F>(loops: &Loops<M>, listeners: Vec<TcpListener>, event_loop: F) -> io::Result<Stats>
+/// Serves `addr` with `threads` event loops of `C` clients on selectors of
+/// `kind`, until one stops (a signal, an error, or `event_loop` returning);
+/// then closes every client and prints the summary. `event_loop` runs each
+/// loop's [`Server`]: it must return once the server is stopping (a stop
+/// from another loop arrives as a wake-up: see [`Link::stop_reason`]).
+pub fn serve<C, M, F>(
+    addr: &str,
+    kind: BackendKind,
+    threads: usize,
+    event_loop: F,
+) -> io::Result<()>
+where
+    C: Client,
+    M: Send,
+    F: Fn(&mut Server<C>, Link<'_, M>) -> io::Result<()> + Sync,
+{
+    let listeners = bind_listeners(addr, threads.max(1))?;
+    let loops: Loops<M> = Loops::new(listeners.len())?;
+    // Installed before `listening on`, so that no signal is lost after it.
+    let signals = Signals::install()?;
+    say!("listening on {}", listeners[0].local_addr()?);
+    let stats = run(&loops, listeners, signals, |index, listener, signals| {
+        let link = Link {
+            loops: &loops,
+            index,
+        };
+        let mut server = Server::on_listener(listener, kind, loops.waker(index), signals)?;
+        event_loop(&mut server, link)?;
+        if let Some(reason) = server.stop_reason() {
+            loops.stop_all(reason);
+        }
+        Ok(server.close_all())
+    })?;
+    let reason = loops.stop_reason();
+    print_summary(reason.as_deref().unwrap_or("done"), stats);
+    Ok(())
+}
+
+/// Runs `event_loop(index, listener, signals)` for every listener, loop 0
+/// on the calling thread with `signals`, the others on threads of their
+/// own, and waits for them all. The result is the sum of their [`Stats`],
+/// or the first error.
+fn run<M, F>(
+    loops: &Loops<M>,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    event_loop: F,
+) -> io::Result<Stats>
 where
     M: Send,
-    F: Fn(usize, TcpListener) -> io::Result<Stats> + Sync,
+    F: Fn(usize, TcpListener, Option<Signals>) -> io::Result<Stats> + Sync,
 {
     let event_loop = &event_loop;
-    let run_one = move |index: usize, listener: TcpListener| {
+    let run_one = move |index: usize, listener: TcpListener, signals: Option<Signals>| {
         let _stop_all = StopOnDrop(loops);
-        event_loop(index, listener)
+        event_loop(index, listener, signals)
     };
     thread::scope(|scope| {
         let mut listeners = listeners.into_iter();
@@ -219,7 +257,7 @@ where
         for (index, listener) in (1..).zip(listeners) {
             let spawned = thread::Builder::new()
                 .name(format!("loop-{index}"))
-                .spawn_scoped(scope, move || run_one(index, listener));
+                .spawn_scoped(scope, move || run_one(index, listener, None));
             match spawned {
                 Ok(handle) => others.push(handle),
                 Err(e) => {
@@ -228,7 +266,7 @@ where
                 }
             }
         }
-        let mut result = run_one(0, first);
+        let mut result = run_one(0, first, Some(signals));
         for handle in others {
             let outcome = handle
                 .join()
@@ -277,34 +315,23 @@ mod tests {
         }
     }
 
+    /// Loop 0 runs on the calling thread and alone gets the signals; the
+    /// stats of every loop add up.
     #[test]
-    fn listeners_share_the_port_of_the_first() {
-        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        for bind in [bind_shared, bind_each] {
-            let listeners = bind(any_port, 3).unwrap();
-            assert_eq!(listeners.len(), 3);
-            let port = listeners[0].local_addr().unwrap().port();
-            assert_ne!(port, 0);
-            for listener in &listeners {
-                assert_eq!(listener.local_addr().unwrap().port(), port);
-            }
-        }
-    }
-
-    /// Without --reuse-port the port is the server's alone: a socket with
-    /// SO_REUSEPORT cannot join it (with --reuse-port it can).
-    #[test]
-    fn a_shared_listener_holds_its_port_alone() {
-        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let shared = bind_shared(any_port, 2).unwrap();
-        let addr = shared[0].local_addr().unwrap();
-        let intruder = listen_on(addr, true).unwrap_err();
-        assert_eq!(intruder.kind(), io::ErrorKind::AddrInUse);
-        assert!(bind_each(addr, 2).is_err());
-
-        let each = bind_each(any_port, 2).unwrap();
-        let addr = each[0].local_addr().unwrap();
-        assert!(listen_on(addr, true).is_ok());
-        assert!(listen_on(addr, false).is_err());
+    fn loop_zero_alone_gets_the_signals_and_the_stats_add_up() {
+        let loops: Loops<()> = Loops::new(3).unwrap();
+        let listeners = super::super::listen::bind_listeners("127.0.0.1:0", 3).unwrap();
+        let caller = thread::current().id();
+        let signals = Signals::install().unwrap();
+        let stats = run(&loops, listeners, signals, |index, _listener, signals| {
+            assert_eq!(signals.is_some(), index == 0, "loop {index}");
+            assert_eq!(thread::current().id() == caller, index == 0);
+            Ok(Stats {
+                served: 1 << index,
+                ..Stats::default()
+            })
+        })
+        .unwrap();
+        assert_eq!(stats.served, 0b111);
     }
 }
