@@ -373,7 +373,10 @@ impl<'a> ChatServer<'a> {
         } else if let Some(client) = self.server.client_mut(fd) {
             client.lines = lines;
             client.lines_taken = client.lines_taken.wrapping_add(taken);
-            self.server.update_interest(fd, true, "done");
+            if taken == 0 {
+                // No delivery to it set its events after its write.
+                self.server.update_interest(fd, true, "done");
+            }
         }
     }
 
