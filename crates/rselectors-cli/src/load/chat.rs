@@ -288,21 +288,15 @@ impl Workload for Chat {
         Next::Wait(self.interest(slot))
     }
 
-    fn ready(
-        &mut self,
-        slot: usize,
-        stream: &TcpStream,
-        events: Events,
-        tally: &mut Tally,
-    ) -> Next {
+    fn ready(&mut self, slot: usize, stream: &TcpStream, mask: Events, tally: &mut Tally) -> Next {
         let mut next = Next::Keep;
-        if events.contains(Events::WRITE) && slot == SENDER {
+        if mask.contains(Events::WRITE) && slot == SENDER {
             next = self.write_queued(stream);
             if let Next::Failed(_) = next {
                 return next;
             }
         }
-        if events.contains(Events::READ) {
+        if mask.contains(Events::READ) {
             if let Err(e) = self.read(slot, stream, tally) {
                 return Next::Failed(e);
             }

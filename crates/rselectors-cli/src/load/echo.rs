@@ -88,14 +88,8 @@ impl Workload for Echo {
         self.slots[slot].start(stream, &self.traffic)
     }
 
-    fn ready(
-        &mut self,
-        slot: usize,
-        stream: &TcpStream,
-        events: Events,
-        tally: &mut Tally,
-    ) -> Next {
-        self.slots[slot].ready(stream, events, &self.traffic, &mut self.read_buf, tally)
+    fn ready(&mut self, slot: usize, stream: &TcpStream, mask: Events, tally: &mut Tally) -> Next {
+        self.slots[slot].ready(stream, mask, &self.traffic, &mut self.read_buf, tally)
     }
 
     fn closed(&mut self, _slot: usize, failed: bool, now: Instant) -> Option<Duration> {
@@ -134,24 +128,24 @@ impl EchoSlot {
         }
     }
 
-    /// Handles readiness `events` on `stream`. Reads at most once; writes
+    /// Handles readiness `mask` on `stream`. Reads at most once; writes
     /// at most once unless the first write emptied the queue.
     fn ready(
         &mut self,
         stream: &TcpStream,
-        events: Events,
+        mask: Events,
         traffic: &Traffic,
         read_buf: &mut [u8],
         tally: &mut Tally,
     ) -> Next {
         let mut socket_full = false;
-        if events.contains(Events::WRITE) && self.sent < self.target {
+        if mask.contains(Events::WRITE) && self.sent < self.target {
             match self.write(stream, traffic) {
                 Ok(full) => socket_full = full,
                 Err(e) => return failed("write", e),
             }
         }
-        if events.contains(Events::READ) {
+        if mask.contains(Events::READ) {
             match (&*stream).read(read_buf) {
                 Ok(0) => {
                     return Next::Failed(io::Error::new(

@@ -29,9 +29,8 @@ pub(super) trait Workload: Sized {
     /// Slot `slot`'s connect succeeded.
     fn connected(&mut self, slot: usize, stream: &TcpStream, tally: &mut Tally) -> Next;
 
-    /// Readiness `events` on slot `slot`'s connected `stream`.
-    fn ready(&mut self, slot: usize, stream: &TcpStream, events: Events, tally: &mut Tally)
-        -> Next;
+    /// Readiness `mask` on slot `slot`'s connected `stream`.
+    fn ready(&mut self, slot: usize, stream: &TcpStream, mask: Events, tally: &mut Tally) -> Next;
 
     /// Slot `slot`'s connection was closed (`failed`, or because the
     /// workload was done with it) at `now`: when to connect the slot again,
@@ -222,14 +221,14 @@ impl<W: Workload> Load<W> {
         self.follow(slot, next);
     }
 
-    /// Handles readiness `events` on `fd`.
-    fn event(&mut self, fd: RawFd, events: Events) {
+    /// Handles readiness `mask` on `fd`.
+    fn event(&mut self, fd: RawFd, mask: Events) {
         let Ok(key) = self.sel.get_key(fd) else {
             return;
         };
         let slot = key.data;
         let next = match self.slots[slot] {
-            Slot::Connected(_) => self.work.ready(slot, &key.fileobj, events, &mut self.tally),
+            Slot::Connected(_) => self.work.ready(slot, &key.fileobj, mask, &mut self.tally),
             Slot::Connecting(_) => match connect_result(&key.fileobj) {
                 Ok(()) => {
                     self.slots[slot] = Slot::Connected(fd);
@@ -245,8 +244,8 @@ impl<W: Workload> Load<W> {
     /// Waits at most `wait` for events and handles them.
     pub fn poll_events(&mut self, wait: Duration) -> io::Result<()> {
         self.sel.select(Some(wait))?;
-        while let Some((fd, events)) = self.sel.next_ready() {
-            self.event(fd, events);
+        while let Some((fd, mask)) = self.sel.next_ready() {
+            self.event(fd, mask);
         }
         Ok(())
     }
