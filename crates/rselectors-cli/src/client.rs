@@ -17,26 +17,28 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// Reading stdin pauses while this much input waits to be sent...
-const HIGH_WATER: usize = 1024 * 1024;
+const PAUSE_INPUT_AT: usize = 1024 * 1024;
 /// ...and resumes when the backlog is down to this.
-const LOW_WATER: usize = 256 * 1024;
+const RESUME_INPUT_AT: usize = 256 * 1024;
 
-/// A file object the client watches.
-enum Source {
+/// What the client watches: the connection, or standard input.
+#[derive(Debug)]
+enum Endpoint {
     Server(Conn),
     Input(Stdin),
 }
 
-impl AsRawFd for Source {
+impl AsRawFd for Endpoint {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Source::Server(conn) => conn.as_raw_fd(),
-            Source::Input(input) => input.as_raw_fd(),
+            Endpoint::Server(conn) => conn.as_raw_fd(),
+            Endpoint::Input(input) => input.as_raw_fd(),
         }
     }
 }
 
 /// Where standard input stands.
+#[derive(Debug)]
 enum Input {
     /// Registered in the selector at this descriptor.
     Watched(RawFd),
@@ -49,8 +51,10 @@ enum Input {
     Ended,
 }
 
+/// The client's selector and state.
+#[derive(Debug)]
 struct LineClient {
-    sel: AnySelector<Source, ()>,
+    sel: AnySelector<Endpoint, ()>,
     server_fd: RawFd,
     input: Input,
     /// Once input ended: when to give up waiting for more replies.
@@ -66,7 +70,7 @@ pub fn run(addr: &str, kind: BackendKind, wait: Duration) -> io::Result<()> {
     let peer = stream.peer_addr()?;
     let mut sel = AnySelector::with_kind(kind)?;
     let conn = Conn::new(stream)?;
-    let server_fd = sel.register(Source::Server(conn), Events::READ, ())?.fd;
+    let server_fd = sel.register(Endpoint::Server(conn), Events::READ, ())?.fd;
     info!("connected to {peer}; lines you type are sent, replies print as they arrive");
     let mut client = LineClient {
         sel,
@@ -81,10 +85,10 @@ pub fn run(addr: &str, kind: BackendKind, wait: Duration) -> io::Result<()> {
 }
 
 /// The connection to the server, registered at `fd`.
-fn server_conn(sel: &mut AnySelector<Source, ()>, fd: RawFd) -> io::Result<&mut Conn> {
+fn server_conn(sel: &mut AnySelector<Endpoint, ()>, fd: RawFd) -> io::Result<&mut Conn> {
     match sel.get_key_mut(fd)?.fileobj {
-        Source::Server(conn) => Ok(conn),
-        Source::Input(_) => Err(io::Error::other("lost track of the connection")),
+        Endpoint::Server(conn) => Ok(conn),
+        Endpoint::Input(_) => Err(io::Error::other("lost track of the connection")),
     }
 }
 
@@ -94,12 +98,12 @@ impl LineClient {
             self.input_ended();
             return Ok(());
         };
-        match self.sel.register(Source::Input(input), Events::READ, ()) {
+        match self.sel.register(Endpoint::Input(input), Events::READ, ()) {
             Ok(key) => self.input = Input::Watched(key.fd),
             Err(refused) => {
                 let unpollable = is_unpollable(&refused.error);
                 match refused.fileobj {
-                    Source::Input(input) if unpollable => self.input = Input::Unpollable(input),
+                    Endpoint::Input(input) if unpollable => self.input = Input::Unpollable(input),
                     _ => {
                         warning!("cannot watch stdin: {}", refused.error);
                         self.input_ended();
@@ -165,7 +169,7 @@ impl LineClient {
         if wrote {
             self.made_progress();
         }
-        if pending <= LOW_WATER {
+        if pending <= RESUME_INPUT_AT {
             if let Input::Paused(_) = self.input {
                 self.resume_input()?;
             }
@@ -175,8 +179,8 @@ impl LineClient {
 
     fn input_readable(&mut self, fd: RawFd) -> io::Result<()> {
         let read = match self.sel.get_key_mut(fd)?.fileobj {
-            Source::Input(input) => input.read(&mut self.scratch),
-            Source::Server(_) => return Ok(()),
+            Endpoint::Input(input) => input.read(&mut self.scratch),
+            Endpoint::Server(_) => return Ok(()),
         };
         match read {
             Ok(0) => {
@@ -200,7 +204,7 @@ impl LineClient {
         let Input::Unpollable(input) = &mut self.input else {
             return Ok(false);
         };
-        if server_conn(&mut self.sel, self.server_fd)?.pending() >= HIGH_WATER {
+        if server_conn(&mut self.sel, self.server_fd)?.pending() >= PAUSE_INPUT_AT {
             return Ok(false);
         }
         match input.read(&mut self.scratch) {
@@ -224,9 +228,9 @@ impl LineClient {
         conn.send(&self.scratch[..n])?;
         let pending = conn.pending();
         self.made_progress();
-        if pending >= HIGH_WATER {
+        if pending >= PAUSE_INPUT_AT {
             if let Input::Watched(fd) = self.input {
-                if let Source::Input(input) = self.sel.unregister(fd)?.fileobj {
+                if let Endpoint::Input(input) = self.sel.unregister(fd)?.fileobj {
                     debug!("the server is slow to take input: pausing stdin");
                     self.input = Input::Paused(input);
                 }
@@ -239,7 +243,7 @@ impl LineClient {
         let Input::Paused(input) = std::mem::replace(&mut self.input, Input::Ended) else {
             return Ok(());
         };
-        match self.sel.register(Source::Input(input), Events::READ, ()) {
+        match self.sel.register(Endpoint::Input(input), Events::READ, ()) {
             Ok(key) => self.input = Input::Watched(key.fd),
             Err(refused) => {
                 warning!("cannot watch stdin again: {}", refused.error);

@@ -359,7 +359,7 @@ pub fn set_nodelay(stream: &impl AsFd) -> io::Result<()> {
 }
 
 /// How long connecting to a server may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to the first address of `addr` that accepts (`addr` may be a
 /// host name: `localhost:9999`); the error names the address.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::chat_protocol::{LINE_TOO_LONG, MAX_LINE};
 use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -11,33 +12,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Connects `n` peers and waits until the server has registered them all
-/// (its log has one `connected` line per peer), so none misses a message.
-fn join(server: &Server, n: usize) -> Vec<Peer> {
-    let peers: Vec<Peer> = (0..n).map(|_| Peer::connect(server.addr)).collect();
-    for peer in &peers {
-        server.wait_stderr_line(&format!("connected {} ", peer.local_addr()));
-    }
-    peers
-}
-
 #[test]
 fn broadcasts_to_three_clients_with_every_selector() {
     for selector in SELECTORS {
-        let server = start_server(&[
-            "chat-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--selector",
-            selector,
-        ]);
+        let server = start_on_loopback("chat-server", &["--selector", selector]);
         let mut peers = join(&server, 3);
         let from = peers[1].local_addr();
         peers[1].send(b"hello, everyone\n");
         for peer in &mut peers {
             assert_eq!(
                 peer.read_line(),
-                chat_line(b"hello, everyone", from),
+                chat_protocol::message(b"hello, everyone", from),
                 "{selector}"
             );
         }
@@ -45,15 +30,23 @@ fn broadcasts_to_three_clients_with_every_selector() {
         let from = peers[2].local_addr();
         peers[2].send(b"one\r\ntwo\n");
         for peer in &mut peers {
-            assert_eq!(peer.read_line(), chat_line(b"one", from), "{selector}");
-            assert_eq!(peer.read_line(), chat_line(b"two", from), "{selector}");
+            assert_eq!(
+                peer.read_line(),
+                chat_protocol::message(b"one", from),
+                "{selector}"
+            );
+            assert_eq!(
+                peer.read_line(),
+                chat_protocol::message(b"two", from),
+                "{selector}"
+            );
         }
     }
 }
 
 #[test]
 fn quit_and_empty_line_leave_and_the_others_go_on() {
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let server = start_on_loopback("chat-server", &[]);
     let mut peers = join(&server, 3);
     peers[0].send(b"quit\n");
     assert_eq!(peers[0].read_to_close(), b"");
@@ -62,12 +55,15 @@ fn quit_and_empty_line_leave_and_the_others_go_on() {
     server.wait_stderr_count("disconnected", 2);
     let from = peers[2].local_addr();
     peers[2].send(b"alone now\n");
-    assert_eq!(peers[2].read_line(), chat_line(b"alone now", from));
+    assert_eq!(
+        peers[2].read_line(),
+        chat_protocol::message(b"alone now", from)
+    );
 }
 
 #[test]
 fn console_list_and_quit_through_stdin() {
-    let mut server = start_server_with(&["chat-server", "--addr", "127.0.0.1:0"], Stdio::piped());
+    let mut server = start_on_loopback_with("chat-server", &[], Stdio::piped());
     let mut peers = join(&server, 2);
     server.write_stdin(b"list\n");
     let peer_line = server.wait_stdout_line(&format!("client   {}", peers[0].local_addr()));
@@ -78,8 +74,8 @@ fn console_list_and_quit_through_stdin() {
 
     let from = peers[0].local_addr();
     peers[0].send(b"bye\n");
-    assert_eq!(peers[0].read_line(), chat_line(b"bye", from));
-    assert_eq!(peers[1].read_line(), chat_line(b"bye", from));
+    assert_eq!(peers[0].read_line(), chat_protocol::message(b"bye", from));
+    assert_eq!(peers[1].read_line(), chat_protocol::message(b"bye", from));
 
     server.quit_from_console(2, &mut peers);
 }
@@ -94,13 +90,17 @@ fn keeps_serving_when_stdin_is_dev_null_a_closed_pipe_or_a_file() {
         ("a file", Stdio::from(std::fs::File::open(&file).unwrap())),
     ];
     for (what, stdin) in inputs {
-        let mut server = start_server_with(&["chat-server", "--addr", "127.0.0.1:0"], stdin);
+        let mut server = start_on_loopback_with("chat-server", &[], stdin);
         server.close_stdin();
         server.wait_stderr_line("console: end of input");
         let mut peers = join(&server, 2);
         let from = peers[0].local_addr();
         peers[0].send(b"still up\n");
-        assert_eq!(peers[1].read_line(), chat_line(b"still up", from), "{what}");
+        assert_eq!(
+            peers[1].read_line(),
+            chat_protocol::message(b"still up", from),
+            "{what}"
+        );
         assert!(server.is_running(), "{what}");
         if what == "a file" {
             server.wait_stdout_line("listener");
@@ -111,11 +111,11 @@ fn keeps_serving_when_stdin_is_dev_null_a_closed_pipe_or_a_file() {
 
 #[test]
 fn sigint_summary_counts_bytes() {
-    let mut server = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let mut server = start_on_loopback("chat-server", &[]);
     let mut peers = join(&server, 2);
     let from = peers[0].local_addr();
     peers[0].send(b"hi\n");
-    let line = chat_line(b"hi", from);
+    let line = chat_protocol::message(b"hi", from);
     assert_eq!(peers[0].read_line(), line);
     assert_eq!(peers[1].read_line(), line);
     server.signal("INT");
@@ -129,7 +129,7 @@ fn sigint_summary_counts_bytes() {
 
 #[test]
 fn over_long_line_gets_an_error_and_non_utf8_is_relayed() {
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let server = start_on_loopback("chat-server", &[]);
     let mut peers = join(&server, 3);
 
     // Not UTF-8: relayed byte for byte.
@@ -137,57 +137,45 @@ fn over_long_line_gets_an_error_and_non_utf8_is_relayed() {
     peers[0].send(b"\xff\xfe caf\xe9 \x80\n");
     assert_eq!(
         peers[1].read_line(),
-        chat_line(b"\xff\xfe caf\xe9 \x80", from)
+        chat_protocol::message(b"\xff\xfe caf\xe9 \x80", from)
     );
     assert_eq!(
         peers[0].read_line(),
-        chat_line(b"\xff\xfe caf\xe9 \x80", from)
+        chat_protocol::message(b"\xff\xfe caf\xe9 \x80", from)
     );
     assert_eq!(
         peers[2].read_line(),
-        chat_line(b"\xff\xfe caf\xe9 \x80", from)
+        chat_protocol::message(b"\xff\xfe caf\xe9 \x80", from)
     );
 
-    // Exactly 64 KiB is allowed.
-    let longest = vec![b'w'; 64 * 1024];
+    // Exactly MAX_LINE (64 KiB) is allowed.
+    let longest = vec![b'w'; MAX_LINE];
     let from = peers[2].local_addr();
     peers[2].send(&[&longest[..], b"\n"].concat());
     for peer in &mut peers {
-        assert_eq!(peer.read_line(), chat_line(&longest, from));
+        assert_eq!(peer.read_line(), chat_protocol::message(&longest, from));
     }
 
     // One byte more, with and without a newline: error line, then close.
-    peers[0].send(&[&vec![b'x'; 64 * 1024 + 1][..], b"\n"].concat());
+    peers[0].send(&[&vec![b'x'; MAX_LINE + 1][..], b"\n"].concat());
     let error = peers[0].read_line();
-    assert!(
-        error.starts_with(b"error: line longer than 65536 bytes"),
-        "{error:?}"
-    );
+    assert_eq!(error, LINE_TOO_LONG, "{error:?}");
     assert_eq!(peers[0].read_to_close(), b"");
     peers[1].send(&vec![b'y'; 200 * 1024]);
     let error = peers[1].read_line();
-    assert!(
-        error.starts_with(b"error: line longer than 65536 bytes"),
-        "{error:?}"
-    );
+    assert_eq!(error, LINE_TOO_LONG, "{error:?}");
     assert_eq!(peers[1].read_to_close(), b"");
 
     // The others chat on.
     let from = peers[2].local_addr();
     peers[2].send(b"ok\n");
-    assert_eq!(peers[2].read_line(), chat_line(b"ok", from));
-    server.wait_stderr_count("sent a line longer than 65536 bytes", 2);
+    assert_eq!(peers[2].read_line(), chat_protocol::message(b"ok", from));
+    server.wait_stderr_count(&format!("sent a line longer than {MAX_LINE} bytes"), 2);
 }
 
 #[test]
 fn a_client_that_never_reads_is_cut_off_and_memory_stays_bounded() {
-    let server = start_server(&[
-        "chat-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--max-backlog",
-        "262144",
-    ]);
+    let server = start_on_loopback("chat-server", &["--max-backlog", "262144"]);
     let mut peers = join(&server, 2);
     let mut sleeper = peers.remove(0);
     let talker = peers.remove(0);
@@ -243,7 +231,10 @@ fn a_client_that_never_reads_is_cut_off_and_memory_stays_bounded() {
     let mut newcomer = join(&server, 1).remove(0);
     let from = newcomer.local_addr();
     newcomer.send(b"still chatting\n");
-    assert_eq!(newcomer.read_line(), chat_line(b"still chatting", from));
+    assert_eq!(
+        newcomer.read_line(),
+        chat_protocol::message(b"still chatting", from)
+    );
 
     // The cut-off kept memory bounded: far below what went through.
     let peak_kib = server.peak_memory_kib();
@@ -252,7 +243,7 @@ fn a_client_that_never_reads_is_cut_off_and_memory_stays_bounded() {
 
 #[test]
 fn vanishing_and_resetting_clients_are_harmless() {
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "-v"]);
+    let server = start_on_loopback("chat-server", &["-v"]);
     drop(TcpStream::connect(server.addr).unwrap());
     let mut half = Peer::connect(server.addr);
     half.send(b"half\n");
@@ -264,13 +255,12 @@ fn vanishing_and_resetting_clients_are_harmless() {
     let mut peers = join(&server, 1);
     let from = peers[0].local_addr();
     peers[0].send(b"fine\n");
-    assert_eq!(peers[0].read_line(), chat_line(b"fine", from));
+    assert_eq!(peers[0].read_line(), chat_protocol::message(b"fine", from));
 }
 
 #[test]
 fn ipv6_peers_are_named_in_brackets() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("note: ::1 is not available here; skipping the IPv6 test");
+    if !ipv6_loopback() {
         return;
     }
     let server = start_server(&["chat-server", "--addr", "[::1]:0"]);
@@ -278,5 +268,8 @@ fn ipv6_peers_are_named_in_brackets() {
     let from = peers[0].local_addr();
     assert!(from.to_string().starts_with("[::1]:"));
     peers[0].send(b"over IPv6\n");
-    assert_eq!(peers[1].read_line(), chat_line(b"over IPv6", from));
+    assert_eq!(
+        peers[1].read_line(),
+        chat_protocol::message(b"over IPv6", from)
+    );
 }

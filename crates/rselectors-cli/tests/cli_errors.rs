@@ -150,17 +150,11 @@ fn load_names_the_values_that_do_not_fit_together() {
 #[test]
 fn chat_server_refuses_a_max_backlog_of_zero() {
     usage_error(
-        &["chat-server", "--addr", "127.0.0.1:0", "--max-backlog", "0"],
+        &loopback_args("chat-server", &["--max-backlog", "0"]),
         "invalid value '0' for '--max-backlog <BYTES>': must be at least 1 byte",
     );
     usage_error(
-        &[
-            "chat-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--max-backlog",
-            "lots",
-        ],
+        &loopback_args("chat-server", &["--max-backlog", "lots"]),
         "invalid value 'lots' for '--max-backlog <BYTES>': expected a number of bytes",
     );
 }

@@ -9,16 +9,14 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Runs `rselectors client` against `server`.
 fn client(server: &Server, extra: &[&str], stdin: Stdio) -> Proc {
-    let addr = server.addr.to_string();
-    let mut args = vec!["client", "--addr", &addr];
-    args.extend_from_slice(extra);
-    Proc::spawn(&args, stdin)
+    run_against("client", server.addr, extra, stdin)
 }
 
 #[test]
 fn client_prints_broadcasts_as_they_arrive_and_sends_what_is_typed() {
-    let chat = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let chat = start_on_loopback("chat-server", &[]);
     let mut typist = client(&chat, &[], Stdio::piped());
     chat.wait_stderr_count("connected", 1);
     let mut other = Peer::connect(chat.addr);
@@ -26,16 +24,20 @@ fn client_prints_broadcasts_as_they_arrive_and_sends_what_is_typed() {
 
     // Nothing typed yet: the broadcast must show up anyway.
     other.send(b"anyone there?\n");
-    let line = chat_line(b"anyone there?", other.local_addr());
+    let line = chat_protocol::message(b"anyone there?", other.local_addr());
     assert_eq!(other.read_line(), line);
     typist.wait_stdout_line(String::from_utf8(line).unwrap().trim_end());
 
     typist.write_stdin(b"yes, me\n");
     let reply = other.read_line();
-    assert!(
-        reply.starts_with(b"your msg = yes, me from 127.0.0.1:"),
-        "{reply:?}"
-    );
+    let expected = [
+        chat_protocol::PREFIX,
+        b"yes, me",
+        chat_protocol::FROM,
+        b"127.0.0.1:",
+    ]
+    .concat();
+    assert!(reply.starts_with(&expected), "{reply:?}");
     typist.wait_stdout_line(std::str::from_utf8(&reply).unwrap().trim_end());
 
     // End of input: the client half-closes, the server lets it go.
@@ -44,13 +46,13 @@ fn client_prints_broadcasts_as_they_arrive_and_sends_what_is_typed() {
     other.send(b"still here\n");
     assert_eq!(
         other.read_line(),
-        chat_line(b"still here", other.local_addr())
+        chat_protocol::message(b"still here", other.local_addr())
     );
 }
 
 #[test]
 fn client_exits_when_the_server_closes() {
-    let chat = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let chat = start_on_loopback("chat-server", &[]);
     let mut leaver = client(&chat, &[], Stdio::piped());
     leaver.write_stdin(b"quit\n");
     // Stdin is still open; the server closing ends the client.
@@ -61,13 +63,7 @@ fn client_exits_when_the_server_closes() {
 #[test]
 fn client_waits_for_replies_at_end_of_input_with_every_selector() {
     for selector in SELECTORS {
-        let echo = start_server(&[
-            "echo-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--selector",
-            selector,
-        ]);
+        let echo = start_on_loopback("echo-server", &["--selector", selector]);
         let input = TempFile::new(&format!("lines-{selector}"), b"abc\ndef\n");
         let mut piped = client(&echo, &["--selector", selector], input.stdin());
         assert!(
@@ -88,7 +84,7 @@ fn client_waits_for_replies_at_end_of_input_with_every_selector() {
 
 #[test]
 fn client_with_dev_null_stdin_exits_promptly() {
-    let echo = start_server(&["echo-server", "--addr", "127.0.0.1:0"]);
+    let echo = start_on_loopback("echo-server", &[]);
     let started = Instant::now();
     let mut quiet = client(&echo, &[], Stdio::null());
     assert!(quiet.wait_exit().success(), "{}", quiet.stderr());
@@ -100,9 +96,9 @@ fn client_with_dev_null_stdin_exits_promptly() {
 fn client_stops_waiting_after_silence_if_the_server_does_not_close() {
     // A server that accepts and never answers nor closes.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let addr = listener.local_addr().unwrap();
     let started = Instant::now();
-    let mut patient = Proc::spawn(&["client", "--addr", &addr, "--wait", "0.3"], Stdio::null());
+    let mut patient = run_against("client", addr, &["--wait", "0.3"], Stdio::null());
     let (_held, _) = listener.accept().unwrap();
     assert!(patient.wait_exit().success(), "{}", patient.stderr());
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -110,7 +106,7 @@ fn client_stops_waiting_after_silence_if_the_server_does_not_close() {
 
 #[test]
 fn client_relays_megabytes_both_ways_without_loss() {
-    let echo = start_server(&["echo-server", "--addr", "127.0.0.1:0"]);
+    let echo = start_on_loopback("echo-server", &[]);
     let data = pattern(3 * 1024 * 1024);
 
     // From a regular file (cannot be polled: read as the socket takes it).
@@ -134,9 +130,8 @@ fn client_reports_a_refused_connection() {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-        .to_string();
-    let mut refused = Proc::spawn(&["client", "--addr", &addr], Stdio::null());
+        .unwrap();
+    let mut refused = run_against("client", addr, &[], Stdio::null());
     assert_eq!(refused.wait_exit().code(), Some(1));
     assert!(
         refused.stderr().contains("cannot connect to"),
@@ -147,11 +142,12 @@ fn client_reports_a_refused_connection() {
 
 #[test]
 fn echo_client_checks_the_echo_with_every_selector() {
-    let echo = start_server(&["echo-server", "--addr", "127.0.0.1:0"]);
-    let addr = echo.addr.to_string();
+    let echo = start_on_loopback("echo-server", &[]);
     for selector in SELECTORS {
-        let mut seed = Proc::spawn(
-            &["echo-client", "--addr", &addr, "--selector", selector],
+        let mut seed = run_against(
+            "echo-client",
+            echo.addr,
+            &["--selector", selector],
             Stdio::null(),
         );
         assert!(seed.wait_exit().success(), "{selector}: {}", seed.stderr());
@@ -160,8 +156,10 @@ fn echo_client_checks_the_echo_with_every_selector() {
         assert!(out.contains("switching to read-only"), "{out}");
         assert!(out.contains("all 42 bytes came back identical"), "{out}");
     }
-    let mut custom = Proc::spawn(
-        &["echo-client", "--addr", &addr, "one", "two", "three"],
+    let mut custom = run_against(
+        "echo-client",
+        echo.addr,
+        &["one", "two", "three"],
         Stdio::null(),
     );
     assert!(custom.wait_exit().success());
@@ -170,9 +168,8 @@ fn echo_client_checks_the_echo_with_every_selector() {
 
 #[test]
 fn echo_client_fails_clearly_when_the_echo_differs() {
-    let upper = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--upper"]);
-    let addr = upper.addr.to_string();
-    let mut checker = Proc::spawn(&["echo-client", "--addr", &addr, "ABC-def"], Stdio::null());
+    let upper = start_on_loopback("echo-server", &["--upper"]);
+    let mut checker = run_against("echo-client", upper.addr, &["ABC-def"], Stdio::null());
     assert_eq!(checker.wait_exit().code(), Some(1));
     let err = checker.stderr();
     assert!(
@@ -183,18 +180,12 @@ fn echo_client_fails_clearly_when_the_echo_differs() {
 
 #[test]
 fn echo_client_times_out_when_nothing_comes_back() {
-    let chat = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
-    let addr = chat.addr.to_string();
+    let chat = start_on_loopback("chat-server", &[]);
     // No newline: the chat server waits for the end of the line forever.
-    let mut waiting = Proc::spawn(
-        &[
-            "echo-client",
-            "--addr",
-            &addr,
-            "--timeout",
-            "0.5",
-            "no newline",
-        ],
+    let mut waiting = run_against(
+        "echo-client",
+        chat.addr,
+        &["--timeout", "0.5", "no newline"],
         Stdio::null(),
     );
     assert_eq!(waiting.wait_exit().code(), Some(1));

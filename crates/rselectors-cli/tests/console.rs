@@ -11,28 +11,20 @@ use std::process::Stdio;
 /// together: a few log lines, not a flood.
 const QUIET: usize = 64 * 1024;
 
-/// Connects `n` peers and waits until the server has registered them all.
-fn join(server: &Server, n: usize) -> Vec<Peer> {
-    let peers: Vec<Peer> = (0..n).map(|_| Peer::connect(server.addr)).collect();
-    for peer in &peers {
-        server.wait_stderr_line(&format!("connected {} ", peer.local_addr()));
-    }
-    peers
-}
-
 /// A chat server reading `device` as its console serves two clients,
 /// turns the console off, writes little, and stops on SIGTERM.
 fn serves_with_endless_stdin(device: &str, threads: &str) {
     let stdin = Stdio::from(File::open(device).unwrap());
-    let mut server = start_server_with(
-        &["chat-server", "--addr", "127.0.0.1:0", "--threads", threads],
-        stdin,
-    );
+    let mut server = start_on_loopback_with("chat-server", &["--threads", threads], stdin);
     let mut peers = join(&server, 2);
     let from = peers[0].local_addr();
     peers[0].send(b"anyone?\n");
     for peer in &mut peers {
-        assert_eq!(peer.read_line(), chat_line(b"anyone?", from), "{device}");
+        assert_eq!(
+            peer.read_line(),
+            chat_protocol::message(b"anyone?", from),
+            "{device}"
+        );
     }
     // It has given up on the endless input by now, so it is done writing
     // about it.
@@ -81,7 +73,7 @@ fn console_file_warns_a_few_times_about_bad_lines_and_runs_the_commands() {
     input.extend_from_slice(&vec![b'x'; 10_000]);
     input.extend_from_slice(b"\n  list\t\n\n\nquit\nlist\n");
     let file = TempFile::new("console-bad-lines", &input);
-    let mut server = start_server_with(&["chat-server", "--addr", "127.0.0.1:0"], file.stdin());
+    let mut server = start_on_loopback_with("chat-server", &[], file.stdin());
     assert!(server.wait_exit().success(), "{}", server.stderr());
     server.wait_stdout_line("stopped (console quit)");
     let stdout = server.stdout();
@@ -115,7 +107,7 @@ fn console_file_warns_a_few_times_about_bad_lines_and_runs_the_commands() {
 fn sigterm_stops_the_server_in_the_middle_of_a_long_console_file() {
     const LISTS: usize = 100_000;
     let file = TempFile::new("console-many-lists", &b"list\n".repeat(LISTS));
-    let mut server = start_server_with(&["chat-server", "--addr", "127.0.0.1:0"], file.stdin());
+    let mut server = start_on_loopback_with("chat-server", &[], file.stdin());
     server.wait_stdout_line("registered in the");
     server.signal("TERM");
     assert!(server.wait_exit().success(), "{}", server.stderr());

@@ -10,13 +10,7 @@ use std::thread;
 #[test]
 fn echoes_with_every_selector() {
     for selector in SELECTORS {
-        let server = start_server(&[
-            "echo-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--selector",
-            selector,
-        ]);
+        let server = start_on_loopback("echo-server", &["--selector", selector]);
         let mut first = Peer::connect(server.addr);
         let mut second = Peer::connect(server.addr);
         first.send(b"hello from one\n");
@@ -30,7 +24,7 @@ fn echoes_with_every_selector() {
 
 #[test]
 fn echoes_16_mib_through_one_connection_intact() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0"]);
+    let server = start_on_loopback("echo-server", &[]);
     let data = pattern(16 * 1024 * 1024);
     let mut peer = Peer::connect(server.addr);
     let mut writer = peer.stream.try_clone().unwrap();
@@ -50,7 +44,7 @@ fn echoes_16_mib_through_one_connection_intact() {
 
 #[test]
 fn upper_replies_upper_cased_ascii() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--upper"]);
+    let server = start_on_loopback("echo-server", &["--upper"]);
     let mut peer = Peer::connect(server.addr);
     peer.send("hello World é 123\n".as_bytes());
     assert_eq!(peer.read_line(), "HELLO WORLD é 123\n".as_bytes());
@@ -60,7 +54,7 @@ fn upper_replies_upper_cased_ascii() {
 
 #[test]
 fn sigterm_closes_clients_prints_summary_and_exits_0() {
-    let mut server = start_server(&["echo-server", "--addr", "127.0.0.1:0"]);
+    let mut server = start_on_loopback("echo-server", &[]);
     let mut peer = Peer::connect(server.addr);
     peer.send(b"12345");
     assert_eq!(peer.read_exact(5), b"12345");
@@ -78,7 +72,7 @@ fn sigterm_closes_clients_prints_summary_and_exits_0() {
 
 #[test]
 fn sigint_stops_gracefully() {
-    let mut server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--selector", "poll"]);
+    let mut server = start_on_loopback("echo-server", &["--selector", "poll"]);
     let mut peer = Peer::connect(server.addr);
     peer.send(b"ab");
     assert_eq!(peer.read_exact(2), b"ab");
@@ -91,7 +85,7 @@ fn sigint_stops_gracefully() {
 
 #[test]
 fn survives_resets_half_closes_and_vanishing_clients() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-v"]);
+    let server = start_on_loopback("echo-server", &["-v"]);
 
     // Connects and vanishes without a byte.
     drop(TcpStream::connect(server.addr).unwrap());
@@ -124,8 +118,7 @@ fn survives_resets_half_closes_and_vanishing_clients() {
 
 #[test]
 fn ipv6_loopback_works() {
-    if TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("note: ::1 is not available here; skipping the IPv6 test");
+    if !ipv6_loopback() {
         return;
     }
     let server = start_server(&["echo-server", "--addr", "[::1]:0"]);

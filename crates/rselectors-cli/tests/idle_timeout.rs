@@ -17,7 +17,7 @@ const EVERY: Duration = Duration::from_millis(100);
 
 /// Starts `server` (`echo-server`, `chat-server`) with the tests' timeout.
 fn start_with_idle_timeout(server: &str) -> Server {
-    start_server(&[server, "--addr", "127.0.0.1:0", "--idle-timeout", IDLE])
+    start_on_loopback(server, &["--idle-timeout", IDLE])
 }
 
 /// Waits (bounded) for the server to close `peer`; how long that took.
@@ -78,7 +78,7 @@ fn chat_keeps_a_silent_listener_while_the_room_talks() {
     let mut sent = 0;
     while started.elapsed() < ACTIVE_FOR {
         talker.send(format!("line {sent}\n").as_bytes());
-        let expected = chat_line(format!("line {sent}").as_bytes(), talker_addr);
+        let expected = chat_protocol::message(format!("line {sent}").as_bytes(), talker_addr);
         assert_eq!(talker.read_line(), expected);
         assert_eq!(listener.read_line(), expected, "the listener was cut off");
         sent += 1;
@@ -107,7 +107,7 @@ fn the_defaults_are_stated_and_values_too_small_are_refused() {
     ] {
         for server in ["echo-server", "chat-server"] {
             let out = std::process::Command::new(BIN)
-                .args([server, "--addr", "127.0.0.1:0", flag, value])
+                .args(loopback_args(server, &[flag, value]))
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -121,14 +121,9 @@ fn the_defaults_are_stated_and_values_too_small_are_refused() {
 
 #[test]
 fn zero_turns_the_timeout_off() {
-    let mut server = start_server_with(
-        &[
-            "chat-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--idle-timeout",
-            "0",
-        ],
+    let mut server = start_on_loopback_with(
+        "chat-server",
+        &["--idle-timeout", "0"],
         std::process::Stdio::piped(),
     );
     server.write_stdin(b"list\n");
@@ -138,10 +133,7 @@ fn zero_turns_the_timeout_off() {
         "{}",
         server.stdout()
     );
-    let mut with = start_server_with(
-        &["chat-server", "--addr", "127.0.0.1:0"],
-        std::process::Stdio::piped(),
-    );
+    let mut with = start_on_loopback_with("chat-server", &[], std::process::Stdio::piped());
     with.write_stdin(b"list\n");
     with.wait_stdout_line("idle timer (--idle-timeout)");
 }

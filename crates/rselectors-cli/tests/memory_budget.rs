@@ -165,7 +165,7 @@ fn hostile_push(server_args: &[&str], chunk: &[u8], check_normal: impl Fn(Socket
 #[test]
 fn echo_server_survives_a_thousand_clients_that_never_read() {
     let chunk = pattern(64 * 1024);
-    hostile_push(&["echo-server", "--addr", "127.0.0.1:0"], &chunk, |addr| {
+    hostile_push(&loopback_args("echo-server", &[]), &chunk, |addr| {
         let mut peer = Peer::connect(addr);
         peer.send(b"still there?\n");
         assert_eq!(peer.read_line(), b"still there?\n");
@@ -175,7 +175,7 @@ fn echo_server_survives_a_thousand_clients_that_never_read() {
 #[test]
 fn echo_server_with_two_loops_survives_a_thousand_clients_that_never_read() {
     let chunk = pattern(64 * 1024);
-    let args = ["echo-server", "--addr", "127.0.0.1:0", "--threads", "2"];
+    let args = loopback_args("echo-server", &["--threads", "2"]);
     hostile_push(&args, &chunk, |addr| {
         let mut peer = Peer::connect(addr);
         peer.send(b"still there?\n");
@@ -191,12 +191,12 @@ fn chat_server_survives_a_thousand_clients_that_never_read() {
         chunk.extend_from_slice(&[b'x'; 1023]);
         chunk.push(b'\n');
     }
-    hostile_push(&["chat-server", "--addr", "127.0.0.1:0"], &chunk, |addr| {
+    hostile_push(&loopback_args("chat-server", &[]), &chunk, |addr| {
         let mut peer = Peer::connect(addr);
         let me = peer.local_addr();
         peer.send(b"still there?\n");
         // Its own line comes back, after whatever others said before it.
-        let expected = chat_line(b"still there?", me);
+        let expected = chat_protocol::message(b"still there?", me);
         loop {
             let line = peer.read_line();
             if line == expected {
@@ -209,7 +209,7 @@ fn chat_server_survives_a_thousand_clients_that_never_read() {
 
 #[test]
 fn chat_server_cuts_off_clients_that_hold_unfinished_lines_past_the_budget() {
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "--max-memory", "4M"]);
+    let server = start_on_loopback("chat-server", &["--max-memory", "4M"]);
     // 120 x 65,000 bytes of lines never finished: about twice the budget.
     let holders: Vec<Peer> = (0..120)
         .map(|_| {
@@ -222,7 +222,7 @@ fn chat_server_cuts_off_clients_that_hold_unfinished_lines_past_the_budget() {
     let mut normal = Peer::connect(server.addr);
     let me = normal.local_addr();
     normal.send(b"hello one\nhello two\n");
-    assert_eq!(normal.read_line(), chat_line(b"hello one", me));
-    assert_eq!(normal.read_line(), chat_line(b"hello two", me));
+    assert_eq!(normal.read_line(), chat_protocol::message(b"hello one", me));
+    assert_eq!(normal.read_line(), chat_protocol::message(b"hello two", me));
     drop(holders);
 }

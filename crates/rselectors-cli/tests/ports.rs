@@ -31,7 +31,7 @@ fn still_serves_alone(first: &Server, chat: bool) {
         let text = format!("{i}");
         peer.send(format!("{text}\n").as_bytes());
         let expected = if chat {
-            chat_line(text.as_bytes(), peer.local_addr())
+            chat_protocol::message(text.as_bytes(), peer.local_addr())
         } else {
             format!("{text}\n").into_bytes()
         };
@@ -41,7 +41,7 @@ fn still_serves_alone(first: &Server, chat: bool) {
 
 #[test]
 fn a_second_echo_server_with_threads_on_the_same_port_fails() {
-    let first = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--threads", "2"]);
+    let first = start_on_loopback("echo-server", &["--threads", "2"]);
     let addr = first.addr.to_string();
     refused_port(&["echo-server", "--threads", "2"], &addr);
     refused_port(&["echo-server"], &addr);
@@ -50,7 +50,7 @@ fn a_second_echo_server_with_threads_on_the_same_port_fails() {
 
 #[test]
 fn a_chat_server_with_threads_on_an_echo_servers_port_fails() {
-    let first = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--threads", "2"]);
+    let first = start_on_loopback("echo-server", &["--threads", "2"]);
     let addr = first.addr.to_string();
     refused_port(&["chat-server", "--threads", "2"], &addr);
     // Asking to share does not help when the first one did not.
@@ -60,7 +60,7 @@ fn a_chat_server_with_threads_on_an_echo_servers_port_fails() {
 
 #[test]
 fn one_loop_and_threads_refuse_each_others_port() {
-    let first = start_server(&["chat-server", "--addr", "127.0.0.1:0"]);
+    let first = start_on_loopback("chat-server", &[]);
     let addr = first.addr.to_string();
     refused_port(&["echo-server", "--threads", "3"], &addr);
     still_serves_alone(&first, true);
@@ -69,14 +69,7 @@ fn one_loop_and_threads_refuse_each_others_port() {
 #[test]
 fn with_reuse_port_on_both_servers_both_listen() {
     for threads in ["1", "2"] {
-        let first = start_server(&[
-            "echo-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--threads",
-            threads,
-            "--reuse-port",
-        ]);
+        let first = start_on_loopback("echo-server", &["--threads", threads, "--reuse-port"]);
         let addr = first.addr.to_string();
         let second = start_server(&[
             "echo-server",
@@ -95,26 +88,20 @@ fn with_reuse_port_on_both_servers_both_listen() {
 #[test]
 fn port_zero_gives_every_loop_the_same_port_with_or_without_reuse_port() {
     for extra in [&[][..], &["--reuse-port"][..]] {
-        let mut args = vec![
-            "chat-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--threads",
-            "3",
-            "-v",
-        ];
+        let mut args = vec!["--threads", "3", "-v"];
         args.extend_from_slice(extra);
-        let mut server = start_server_with(&args, Stdio::piped());
+        let mut server = start_on_loopback_with("chat-server", &args, Stdio::piped());
         // Every connection to the printed port is served, whichever loop
         // takes it.
-        let mut peers: Vec<Peer> = (0..12).map(|_| Peer::connect(server.addr)).collect();
-        for peer in &peers {
-            server.wait_stderr_line(&format!("connected {} ", peer.local_addr()));
-        }
+        let mut peers = join(&server, 12);
         let from = peers[0].local_addr();
         peers[0].send(b"all here?\n");
         for peer in &mut peers {
-            assert_eq!(peer.read_line(), chat_line(b"all here?", from), "{extra:?}");
+            assert_eq!(
+                peer.read_line(),
+                chat_protocol::message(b"all here?", from),
+                "{extra:?}"
+            );
         }
         // The console lists one listener per loop 0, on the printed port.
         server.write_stdin(b"list\n");

@@ -9,8 +9,7 @@ use std::process::{Command, Stdio};
 /// Starts `server` (with `extra` arguments), serves one echo or chat line,
 /// sends SIGHUP and expects the summary and exit status 0.
 fn stops_on_sighup(server: &str, extra: &[&str]) {
-    let mut args = vec![server, "--addr", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
+    let args = loopback_args(server, extra);
     let mut server = start_server(&args);
     let mut peer = Peer::connect(server.addr);
     peer.send(b"hi\n");
@@ -63,14 +62,9 @@ fn under_nohup_sighup_is_ignored_and_sigterm_still_stops() {
     }
     for threads in ["1", "2"] {
         let mut command = Command::new("nohup");
-        command.args([
-            BIN,
-            "echo-server",
-            "--addr",
-            "127.0.0.1:0",
-            "--threads",
-            threads,
-        ]);
+        command
+            .arg(BIN)
+            .args(loopback_args("echo-server", &["--threads", threads]));
         let mut server = start_server_command(command, Stdio::null());
         server.signal("HUP");
         // Still serving after the SIGHUP: the echo comes back.
@@ -103,15 +97,7 @@ fn servers_run_one_thread_per_event_loop() {
     for server in ["echo-server", "chat-server"] {
         for threads in [1, 2] {
             let count = threads.to_string();
-            let args = [
-                server,
-                "--addr",
-                "127.0.0.1:0",
-                "--idle-timeout",
-                "0",
-                "--threads",
-                &count,
-            ];
+            let args = loopback_args(server, &["--idle-timeout", "0", "--threads", &count]);
             let mut server = start_server(&args);
             // Served: every loop's thread is started by then.
             let mut peer = Peer::connect(server.addr);

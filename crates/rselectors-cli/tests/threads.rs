@@ -3,13 +3,12 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::thread;
 
 #[test]
 fn echo_server_with_two_loops_echoes_fifty_clients() {
-    let mut server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "--threads", "2"]);
+    let mut server = start_on_loopback("echo-server", &["--threads", "2"]);
     let mut peers: Vec<Peer> = (0..50).map(|_| Peer::connect(server.addr)).collect();
     let mut total = 0;
     for (i, peer) in peers.iter_mut().enumerate() {
@@ -33,18 +32,9 @@ fn echo_server_with_two_loops_echoes_fifty_clients() {
     }
 }
 
-/// Connects `n` peers and waits until the server has registered them all.
-fn join(server: &Server, n: usize) -> Vec<Peer> {
-    let peers: Vec<Peer> = (0..n).map(|_| Peer::connect(server.addr)).collect();
-    for peer in &peers {
-        server.wait_stderr_line(&format!("connected {} ", peer.local_addr()));
-    }
-    peers
-}
-
 #[test]
 fn chat_lines_reach_the_clients_of_every_loop() {
-    let mut server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "--threads", "2"]);
+    let mut server = start_on_loopback("chat-server", &["--threads", "2"]);
     // Eight clients: whichever loop accepts first takes each one, so both
     // loops probably get some (and if they do not, broadcasting must work
     // all the same).
@@ -53,7 +43,7 @@ fn chat_lines_reach_the_clients_of_every_loop() {
     for (i, peer) in peers.iter_mut().enumerate() {
         let text = format!("line {i}");
         peer.send(format!("{text}\n").as_bytes());
-        expected.push(chat_line(text.as_bytes(), peer.local_addr()));
+        expected.push(chat_protocol::message(text.as_bytes(), peer.local_addr()));
     }
     expected.sort();
     let mut bytes_out = 0;
@@ -78,16 +68,13 @@ fn chat_lines_reach_the_clients_of_every_loop() {
 
 #[test]
 fn chat_console_lists_every_loop_and_quit_stops_them_all() {
-    let mut server = start_server_with(
-        &["chat-server", "--addr", "127.0.0.1:0", "--threads", "3"],
-        Stdio::piped(),
-    );
+    let mut server = start_on_loopback_with("chat-server", &["--threads", "3"], Stdio::piped());
     let mut peers = join(&server, 6);
     // A line goes round once every loop has published its count.
     let from = peers[0].local_addr();
     peers[0].send(b"hello\n");
     for peer in &mut peers {
-        assert_eq!(peer.read_line(), chat_line(b"hello", from));
+        assert_eq!(peer.read_line(), chat_protocol::message(b"hello", from));
     }
     server.write_stdin(b"list\n");
     server.wait_stdout_line("event loop 1: ");
@@ -97,37 +84,16 @@ fn chat_console_lists_every_loop_and_quit_stops_them_all() {
 
 #[test]
 fn load_chat_against_two_loops_loses_nothing() {
-    let server = start_server(&[
-        "chat-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--threads",
-        "2",
-        "-q",
-    ]);
-    let addr = server.addr.to_string();
-    let mut load = Proc::spawn(
-        &[
-            "load",
-            "--addr",
-            &addr,
-            "--chat",
-            "6",
-            "--pipeline",
-            "4",
-            "--duration",
-            "1",
-        ],
-        Stdio::null(),
-    );
-    let ok = load.wait_exit().success();
+    let server = start_on_loopback("chat-server", &["--threads", "2", "-q"]);
+    let args = ["--chat", "6", "--pipeline", "4", "--duration", "1"];
+    let (ok, fields, load) = run_load(server.addr, &args);
     let stdout = load.stdout();
-    let fields: HashMap<&str, &str> = stdout
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .collect();
     assert!(ok, "{stdout}\n{}", load.stderr());
-    assert_eq!(fields.get("errors"), Some(&"0"), "{stdout}");
+    assert_eq!(
+        fields.get("errors").map(String::as_str),
+        Some("0"),
+        "{stdout}"
+    );
     let deliveries: u64 = fields["msgs"].parse().unwrap();
     assert!(deliveries > 0, "{stdout}");
 }
@@ -137,7 +103,7 @@ fn threads_with_port_zero_share_one_port() {
     // Several servers at once: each gets its own port, all loops of one
     // server the same one (else clients of the other loops would fail).
     let servers: Vec<Server> = (0..2)
-        .map(|_| start_server(&["echo-server", "--addr", "127.0.0.1:0", "--threads", "4"]))
+        .map(|_| start_on_loopback("echo-server", &["--threads", "4"]))
         .collect();
     assert_ne!(servers[0].addr, servers[1].addr);
     let handles: Vec<_> = servers

@@ -4,6 +4,11 @@
 
 #![allow(dead_code)] // Each test file uses a different part of it.
 
+/// The chat protocol, from the program's own source.
+#[path = "../../src/chat_protocol.rs"]
+pub mod chat_protocol;
+
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -310,8 +315,30 @@ impl std::ops::DerefMut for Server {
     }
 }
 
-/// Starts `rselectors ARGS` (a server; add `--addr 127.0.0.1:0`) and
-/// waits for its `listening on` line.
+/// Where a test server listens: a free port on IPv4 loopback.
+pub const LOOPBACK: &str = "127.0.0.1:0";
+
+/// The arguments that run `server` (`echo-server`, `chat-server`) on
+/// [`LOOPBACK`], then `extra`.
+pub fn loopback_args<'a>(server: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![server, "--addr", LOOPBACK];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Starts `server` (`echo-server`, `chat-server`) on [`LOOPBACK`] with
+/// `extra` arguments, stdin empty, and waits for its `listening on` line.
+pub fn start_on_loopback(server: &str, extra: &[&str]) -> Server {
+    start_on_loopback_with(server, extra, Stdio::null())
+}
+
+/// Like [`start_on_loopback`] with the given stdin.
+pub fn start_on_loopback_with(server: &str, extra: &[&str], stdin: Stdio) -> Server {
+    start_server_with(&loopback_args(server, extra), stdin)
+}
+
+/// Starts `rselectors ARGS` (a server, with its `--addr`) and waits for
+/// its `listening on` line.
 pub fn start_server(args: &[&str]) -> Server {
     start_server_with(args, Stdio::null())
 }
@@ -333,6 +360,51 @@ pub fn start_server_command(command: Command, stdin: Stdio) -> Server {
         .parse()
         .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
     Server { proc, addr }
+}
+
+/// Connects `n` peers and waits until the server has registered them all
+/// (its log has one `connected` line per peer), so none misses a message.
+pub fn join(server: &Server, n: usize) -> Vec<Peer> {
+    let peers: Vec<Peer> = (0..n).map(|_| Peer::connect(server.addr)).collect();
+    for peer in &peers {
+        server.wait_stderr_line(&format!("connected {} ", peer.local_addr()));
+    }
+    peers
+}
+
+/// Runs `rselectors SUBCOMMAND --addr ADDR EXTRA...`: a client, or the
+/// load generator, of the server at `addr`.
+pub fn run_against(subcommand: &str, addr: SocketAddr, extra: &[&str], stdin: Stdio) -> Proc {
+    let addr = addr.to_string();
+    let mut args = vec![subcommand, "--addr", &addr];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, stdin)
+}
+
+/// Runs `rselectors load --addr ADDR ARGS` to the end; whether it
+/// succeeded, the fields of its summary line (the only line on stdout),
+/// and the finished process.
+pub fn run_load(addr: SocketAddr, args: &[&str]) -> (bool, HashMap<String, String>, Proc) {
+    let mut load = run_against("load", addr, args, Stdio::null());
+    let ok = load.wait_exit().success();
+    let stdout = load.stdout();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line expected:\n{stdout}");
+    let fields = lines[0]
+        .split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (ok, fields, load)
+}
+
+/// True if this machine has IPv6 loopback; else says the test is skipped.
+pub fn ipv6_loopback() -> bool {
+    let available = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !available {
+        eprintln!("note: ::1 is not available here; skipping the IPv6 test");
+    }
+    available
 }
 
 /// A test's connection: line reads with a timeout.
@@ -398,14 +470,6 @@ impl Peer {
     pub fn shutdown_write(&self) {
         self.stream.shutdown(Shutdown::Write).unwrap();
     }
-}
-
-/// A chat message as the server formats it.
-pub fn chat_line(text: &[u8], from: SocketAddr) -> Vec<u8> {
-    let mut line = b"your msg = ".to_vec();
-    line.extend_from_slice(text);
-    line.extend_from_slice(format!(" from {from}\n").as_bytes());
-    line
 }
 
 /// Deterministic non-repeating test data.

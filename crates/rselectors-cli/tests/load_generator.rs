@@ -1,5 +1,5 @@
-//! `rselectors load` against the real servers, and against a peer that
-//! corrupts what it echoes.
+//! The load generator, `rselectors load`: against the real servers, and
+//! against a peer that corrupts what it echoes.
 
 mod common;
 
@@ -7,31 +7,12 @@ use common::*;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Runs `rselectors load ARGS` to the end; its status and the fields of
-/// its summary line (the only line on stdout).
-fn run_load(addr: SocketAddr, args: &[&str]) -> (bool, HashMap<String, String>, Proc) {
-    let addr = addr.to_string();
-    let mut all = vec!["load", "--addr", &addr];
-    all.extend_from_slice(args);
-    let mut load = Proc::spawn(&all, Stdio::null());
-    let ok = load.wait_exit().success();
-    let stdout = load.stdout();
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one summary line expected:\n{stdout}");
-    let fields = lines[0]
-        .split_whitespace()
-        .filter_map(|field| field.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    (ok, fields, load)
-}
-
+/// The number in field `key` of a summary.
 fn number(fields: &HashMap<String, String>, key: &str) -> f64 {
     fields
         .get(key)
@@ -40,7 +21,7 @@ fn number(fields: &HashMap<String, String>, key: &str) -> f64 {
         .unwrap_or_else(|e| panic!("{key}= is not a number: {e}"))
 }
 
-/// The keys the bench driver and the temporary loadgen use, in order.
+/// The summary's keys, in the order printed (`bench/run.py` reads them).
 const KEYS: [&str; 11] = [
     "conns",
     "size",
@@ -57,7 +38,7 @@ const KEYS: [&str; 11] = [
 
 #[test]
 fn every_mode_against_the_echo_server_checks_out() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-q"]);
+    let server = start_on_loopback("echo-server", &["-q"]);
     let modes: [(&str, &[&str]); 4] = [
         ("pingpong", &["--conns", "4"]),
         (
@@ -91,7 +72,7 @@ fn every_mode_against_the_echo_server_checks_out() {
 
 #[test]
 fn the_poll_and_select_selectors_drive_the_load_too() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-q"]);
+    let server = start_on_loopback("echo-server", &["-q"]);
     for selector in ["poll", "select"] {
         let args = ["--duration", "0.5", "--conns", "3", "--selector", selector];
         let (ok, fields, _) = run_load(server.addr, &args);
@@ -193,7 +174,7 @@ fn nobody_listening_counts_errors_and_ends() {
 
 #[test]
 fn chat_fan_out_reports_deliveries() {
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "-q"]);
+    let server = start_on_loopback("chat-server", &["-q"]);
     let (ok, fields, load) = run_load(server.addr, &["--chat", "3", "--duration", "1"]);
     assert!(ok, "{fields:?}\n{}", load.stderr());
     assert_eq!(fields["mode"], "chat");

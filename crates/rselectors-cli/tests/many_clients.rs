@@ -1,5 +1,5 @@
-//! Running out of file descriptors, bursts of clients, and a thousand
-//! clients at once.
+//! The servers under many clients: running out of file descriptors,
+//! bursts of clients, and a thousand clients at once.
 
 mod common;
 
@@ -38,13 +38,9 @@ fn out_of_file_descriptors_keeps_serving_without_spinning_and_recovers() {
     // 64 descriptors: a handful for stdio, the selector, the waker and the
     // listener, and room for a few dozen clients.
     let mut command = Command::new("prlimit");
-    command.args([
-        "--nofile=64:64",
-        BIN,
-        "echo-server",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+    command
+        .args(["--nofile=64:64", BIN])
+        .args(loopback_args("echo-server", &[]));
     let server = start_server_command(command, Stdio::null());
 
     // More clients than the server can take: the kernel queues the rest.
@@ -80,7 +76,7 @@ fn a_thousand_echo_clients_on_one_thread() {
     if !enough_fds(2 * CLIENTS as u64 + 100) {
         return;
     }
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-q"]);
+    let server = start_on_loopback("echo-server", &["-q"]);
     let mut peers: Vec<Peer> = (0..CLIENTS).map(|_| Peer::connect(server.addr)).collect();
     for (i, peer) in peers.iter_mut().enumerate() {
         peer.send(format!("client {i}\n").as_bytes());
@@ -99,7 +95,7 @@ fn a_thousand_echo_clients_on_one_thread() {
 
 #[test]
 fn a_burst_of_clients_after_clients_one_at_a_time_all_get_in() {
-    let server = start_server(&["echo-server", "--addr", "127.0.0.1:0", "-q"]);
+    let server = start_on_loopback("echo-server", &["-q"]);
     // One at a time, each gone before the next: the server accepts one
     // connection per listener event then (no drain of the queue).
     for i in 0..8 {
@@ -122,12 +118,12 @@ fn a_thousand_chat_clients_all_get_the_broadcast() {
     if !enough_fds(2 * CLIENTS as u64 + 100) {
         return;
     }
-    let server = start_server(&["chat-server", "--addr", "127.0.0.1:0", "--selector", "poll"]);
+    let server = start_on_loopback("chat-server", &["--selector", "poll"]);
     let mut peers: Vec<Peer> = (0..CLIENTS).map(|_| Peer::connect(server.addr)).collect();
     server.wait_stderr_count("] connected ", CLIENTS);
     let from = peers[CLIENTS / 2].local_addr();
     peers[CLIENTS / 2].send(b"to all thousand\n");
-    let line = chat_line(b"to all thousand", from);
+    let line = chat_protocol::message(b"to all thousand", from);
     for peer in &mut peers {
         assert_eq!(peer.read_line(), line);
     }
@@ -141,14 +137,7 @@ fn the_select_backend_refuses_clients_past_fd_setsize_and_serves_the_rest() {
     }
     // Quiet: connections are accepted without their address, and the
     // warning still names the refused peer.
-    let server = start_server(&[
-        "echo-server",
-        "--addr",
-        "127.0.0.1:0",
-        "--selector",
-        "select",
-        "-q",
-    ]);
+    let server = start_on_loopback("echo-server", &["--selector", "select", "-q"]);
     let mut peers: Vec<Peer> = (0..MORE).map(|_| Peer::connect(server.addr)).collect();
     server.wait_stderr_line("out of range in select()");
     assert!(
