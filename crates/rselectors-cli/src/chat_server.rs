@@ -484,3 +484,47 @@ impl<'a> ChatServer<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod protocol_tests {
+    use crate::chat_protocol::*;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn the_error_line_names_the_limit() {
+        let expected = format!("error: line longer than {MAX_LINE} bytes;");
+        assert!(LINE_TOO_LONG.starts_with(expected.as_bytes()));
+    }
+
+    #[test]
+    fn empty_lines_and_quit_leave_anything_else_is_relayed_as_sent() {
+        assert_eq!(said(b""), Said::Leave("sent an empty line"));
+        assert_eq!(said(b" \t\r"), Said::Leave("sent an empty line"));
+        assert_eq!(said(b"quit"), Said::Leave("sent quit"));
+        assert_eq!(said(b" quit\r"), Said::Leave("sent quit"));
+        assert_eq!(said(b"quit!"), Said::Line(b"quit!"));
+        assert_eq!(said(b" hi \xff"), Said::Line(b" hi \xff"));
+    }
+
+    #[test]
+    fn a_message_parses_back_into_its_line_and_sender() {
+        let sender: SocketAddr = "[fe80::1%2]:65535".parse().unwrap();
+        let line = b"a from b";
+        let message = message(line, sender);
+        assert_eq!(
+            message,
+            b"your msg = a from b from [fe80::1%2]:65535\n".to_vec()
+        );
+        let parsed = parse_message(message.strip_suffix(b"\n").unwrap());
+        assert_eq!(parsed, Some((&line[..], &b"[fe80::1%2]:65535"[..])));
+        assert_eq!(parse_message(b"hello"), None);
+    }
+
+    #[test]
+    fn the_longest_message_fits_max_message() {
+        let sender: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+            .parse()
+            .unwrap();
+        assert!(message(&[b'x'; MAX_LINE], sender).len() <= MAX_MESSAGE);
+    }
+}

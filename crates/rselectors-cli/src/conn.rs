@@ -7,10 +7,12 @@
 use crate::budget::Held;
 use rselectors::Events;
 use rustix::io::Errno;
-use rustix::net::SendFlags;
+#[cfg(not(target_vendor = "apple"))]
+use rustix::net::SocketFlags;
+use rustix::net::{AddressFamily, SendFlags, SocketType};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// How much one readiness event reads at most: large enough for bulk
@@ -326,8 +328,8 @@ pub fn is_disconnect(e: &io::Error) -> bool {
 
 /// `MSG_NOSIGNAL`: a write to a peer that went away fails with `EPIPE`
 /// instead of raising SIGPIPE. macOS has no such flag; there every socket
-/// has `SO_NOSIGPIPE` instead: socket2 and std set it on the sockets they
-/// make, and a socket accepted from a listener inherits it (a test checks
+/// has `SO_NOSIGPIPE` instead: [`tcp_socket`] and std set it on the
+/// sockets they make, and a socket accepted from a listener inherits it (a test checks
 /// it: `accepted_sockets_have_nosigpipe`).
 #[cfg(not(target_vendor = "apple"))]
 const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
@@ -350,6 +352,35 @@ pub const ACCEPT_INHERITS_NODELAY: bool = cfg!(any(
     target_os = "netbsd",
     target_os = "openbsd"
 ));
+
+/// A new non-blocking TCP socket for `addr`'s family, closed on exec: the
+/// one place the programs make sockets (servers listen on them, the load
+/// generator connects them).
+pub fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    #[cfg(not(target_vendor = "apple"))]
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // macOS takes no flags at creation, and has no `MSG_NOSIGNAL`: the
+    // socket gets `SO_NOSIGPIPE` (see `SEND_FLAGS`), which sockets accepted
+    // from a listener inherit.
+    #[cfg(target_vendor = "apple")]
+    let socket = {
+        let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+        rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
+        rustix::io::ioctl_fionbio(&socket, true)?;
+        rustix::net::sockopt::set_socket_nosigpipe(&socket, true)?;
+        socket
+    };
+    Ok(socket)
+}
 
 /// Replies are small and interactive: do not wait to coalesce them.
 /// (rustix: one direct system call.)

@@ -174,7 +174,7 @@ impl Console {
                 }
             }
             Ok(n) => self.parser.feed(&self.buf[..n], now, &mut run),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => {
                 // A background job reading its terminal (SIGTTIN ignored).
                 info!("console off: running in the background of a terminal");
                 Fed::Off

@@ -17,6 +17,7 @@ use nix::sys::signal::{SigSet, Signal};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
+use std::ffi::c_int;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -85,7 +86,7 @@ impl AsRawFd for Signals {
 }
 
 /// The name of a signal that stops a server.
-fn name(signo: libc::c_int) -> Option<&'static str> {
+fn name(signo: c_int) -> Option<&'static str> {
     match signo {
         SIGINT => Some("SIGINT"),
         SIGTERM => Some("SIGTERM"),
@@ -99,7 +100,7 @@ fn name(signo: libc::c_int) -> Option<&'static str> {
 /// rustix reads a disposition without `unsafe`, so this asks the kernel's
 /// own report: `/proc/self/status` (Linux, Android), else `ps`, whose
 /// `sigignore` column the BSDs and macOS have.
-fn ignored_from_the_start(signo: libc::c_int) -> Option<bool> {
+fn ignored_from_the_start(signo: c_int) -> Option<bool> {
     let mask = match std::fs::read_to_string("/proc/self/status") {
         Ok(status) => status
             .lines()
@@ -153,8 +154,11 @@ mod tests {
     #[test]
     fn reads_the_ignored_signals_of_this_process() {
         // The test harness does not ignore SIGTERM; SIGKILL cannot be.
-        assert_eq!(ignored_from_the_start(libc::SIGTERM), Some(false));
-        assert_eq!(ignored_from_the_start(libc::SIGKILL), Some(false));
+        assert_eq!(ignored_from_the_start(SIGTERM), Some(false));
+        assert_eq!(
+            ignored_from_the_start(signal_hook::consts::SIGKILL),
+            Some(false)
+        );
         assert_eq!(ignored_from_the_start(0), Some(false));
         assert_eq!(ignored_from_the_start(65), Some(false));
     }

@@ -47,5 +47,5 @@ impl AsRawFd for Stdin {
 /// `/dev/null`, which `read(2)` answers at once. Such input is read
 /// straight through instead.
 pub fn is_unpollable(error: &rselectors::Error) -> bool {
-    error.raw_os_error() == Some(libc::EPERM)
+    error.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error())
 }

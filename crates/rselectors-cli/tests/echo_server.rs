@@ -97,10 +97,8 @@ fn survives_resets_half_closes_and_vanishing_clients() {
     assert_eq!(half.read_to_close(), b"last words");
 
     // Resets (SO_LINGER 0) with an echo in flight.
-    let reset = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    reset.connect(&server.addr.into()).unwrap();
-    reset.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-    let mut reset: TcpStream = reset.into();
+    let mut reset = TcpStream::connect(server.addr).unwrap();
+    rustix::net::sockopt::set_socket_linger(&reset, Some(std::time::Duration::ZERO)).unwrap();
     reset.write_all(&pattern(256 * 1024)).unwrap();
     drop(reset);
 

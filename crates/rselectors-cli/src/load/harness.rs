@@ -8,9 +8,9 @@
 
 use super::report::{Progress, Tally};
 use super::Settings;
-use crate::conn::{Next, CONNECT_TIMEOUT};
+use crate::conn::{set_nodelay, tcp_socket, Next, CONNECT_TIMEOUT};
 use rselectors::{AnySelector, Events};
-use socket2::{Domain, Protocol, Socket, Type};
+use rustix::io::Errno;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -348,28 +348,15 @@ fn churn_source(server: SocketAddr, n: usize) -> Option<SocketAddr> {
 /// given; port 0 there lets the kernel pick): register it for WRITE, then
 /// ask [`connect_result`] once it is writable.
 fn start_connect(addr: SocketAddr, source: Option<SocketAddr>) -> io::Result<TcpStream> {
-    #[cfg(not(target_vendor = "apple"))]
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    // No `SOCK_NONBLOCK` on macOS: a second system call.
-    #[cfg(target_vendor = "apple")]
-    let socket = {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_nonblocking(true)?;
-        socket
-    };
+    let socket = tcp_socket(addr)?;
     // Messages are small and must not wait to be coalesced.
-    socket.set_tcp_nodelay(true)?;
+    set_nodelay(&socket)?;
     if let Some(source) = source {
-        socket.bind(&source.into())?;
+        rustix::net::bind(&socket, &source)?;
     }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
+    match rustix::net::connect(&socket, &addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(socket.into())
 }

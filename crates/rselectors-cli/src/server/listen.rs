@@ -9,7 +9,7 @@
 //! `SO_REUSEPORT` (the kernel spreads new connections over them, and over
 //! those of other servers that share the port).
 
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use crate::conn::tcp_socket;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::OwnedFd;
@@ -87,11 +87,7 @@ pub fn on_first_address<T>(
 /// A non-blocking socket listening on `addr`, closed on exec; with
 /// `reuse_port`, other sockets may listen on the same address and port.
 pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    let family = match addr {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let socket = new_socket(family)?;
+    let socket = tcp_socket(addr)?;
     // A restarted server can bind while old connections sit in TIME_WAIT.
     rustix::net::sockopt::set_socket_reuseaddr(&socket, true)?;
     if reuse_port {
@@ -100,30 +96,6 @@ pub fn listen_on(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> 
     rustix::net::bind(&socket, &addr)?;
     rustix::net::listen(&socket, LISTEN_BACKLOG)?;
     Ok(socket.into())
-}
-
-/// A new non-blocking TCP socket of `family`, closed on exec.
-fn new_socket(family: AddressFamily) -> io::Result<OwnedFd> {
-    #[cfg(not(target_vendor = "apple"))]
-    let socket = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
-    // macOS takes no flags at creation. It has no `MSG_NOSIGNAL` either:
-    // `SO_NOSIGPIPE`, which accepted sockets inherit, does its work (see
-    // `crate::conn`).
-    #[cfg(target_vendor = "apple")]
-    let socket = {
-        let socket =
-            rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::empty(), None)?;
-        rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
-        rustix::io::ioctl_fionbio(&socket, true)?;
-        rustix::net::sockopt::set_socket_nosigpipe(&socket, true)?;
-        socket
-    };
-    Ok(socket)
 }
 
 /// Lets other sockets listen on `socket`'s address and port, the kernel
