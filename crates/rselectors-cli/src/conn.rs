@@ -101,8 +101,8 @@ impl Conn {
     }
 
     /// Takes over `stream`, accepted with `SOCK_NONBLOCK` from a listener
-    /// that has `TCP_NODELAY` set (every [`crate::server::Server`]'s, see
-    /// `Server::on_listener`): where accepted sockets inherit it
+    /// that has `TCP_NODELAY` set (every server's: see `Acceptor::new`):
+    /// where accepted sockets inherit it
     /// ([`ACCEPT_INHERITS_NODELAY`]) this makes no system call.
     #[inline]
     pub fn accepted(stream: TcpStream) -> io::Result<Conn> {
@@ -211,8 +211,8 @@ impl Conn {
         Ok(written)
     }
 
-    /// Queues `bytes` without writing. Out of line: the usual echo reply
-    /// goes out whole, and the send above stays small enough to inline.
+    /// Queues `bytes` without writing. Out of line: the usual reply goes
+    /// out whole, and [`Conn::send`] stays small.
     #[inline(never)]
     pub fn queue(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {

@@ -3,7 +3,7 @@
 //! serving clients or from seeing a signal.
 //!
 //! A terminal or a pipe is one more file object in the selector: one read
-//! of at most [`READ_CHUNK`] bytes per readiness event. What the selector
+//! of at most [`CONSOLE_READ`] bytes per readiness event. What the selector
 //! refuses as unpollable (epoll says `EPERM` for regular files and for
 //! devices such as `/dev/null`, `/dev/zero`, `/dev/urandom`) never blocks
 //! either: it is read one chunk per turn of the event loop, whose wait does
@@ -30,7 +30,7 @@ pub const MAX_LINE: usize = 4096;
 
 /// Bytes read from stdin at most per readiness event (per loop turn for
 /// input that cannot be polled).
-const READ_CHUNK: usize = 4096;
+const CONSOLE_READ: usize = 4096;
 
 /// Bytes of input in a row without a command after which the console
 /// turns off.
@@ -90,7 +90,7 @@ impl Console {
             debug!("stdin is closed: no console");
             return console;
         };
-        console.buf = vec![0; READ_CHUNK];
+        console.buf = vec![0; CONSOLE_READ];
         match server.register_console(input) {
             Ok(fd) => {
                 console.input = Input::Watched(fd);
@@ -454,7 +454,7 @@ mod tests {
     fn endless_input_without_a_command_turns_the_console_off() {
         let mut parser = Parser::new();
         let now = Instant::now();
-        let zeros = [0u8; READ_CHUNK];
+        let zeros = [0u8; CONSOLE_READ];
         let mut fed_bytes = 0;
         loop {
             let (commands, fed) = feed_all(&mut parser, &zeros, now);
@@ -470,8 +470,8 @@ mod tests {
         // A command now and then keeps it on.
         let mut parser = Parser::new();
         let mut chunk = b"\nlist\n".to_vec();
-        chunk.resize(READ_CHUNK, b'x');
-        for _ in 0..2 * MAX_JUNK / READ_CHUNK as u64 {
+        chunk.resize(CONSOLE_READ, b'x');
+        for _ in 0..2 * MAX_JUNK / CONSOLE_READ as u64 {
             assert_eq!(feed_all(&mut parser, &chunk, now).1, Fed::More);
         }
     }

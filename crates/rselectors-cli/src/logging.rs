@@ -49,9 +49,8 @@ pub fn enabled(level: Level) -> bool {
 /// unbuffered, so `writeln!` straight to it costs a system call per
 /// formatted piece (about twenty for a `connected` line).
 ///
-/// Cold and never inlined: a server's hot loop has a dozen log lines
-/// behind their level checks, and inlined they would spread its busy code
-/// over twice the instruction-cache lines.
+/// Cold and out of line: the hot loops log behind level checks, and their
+/// busy code stays compact (see docs/performance.md).
 #[cold]
 #[inline(never)]
 pub fn log(level: Level, args: fmt::Arguments<'_>) {

@@ -51,7 +51,7 @@ pub fn configure(max_memory: usize, idle_timeout: Option<Duration>) {
 /// A loop's idle ticks, if there is an idle timeout: readable once per
 /// tick. On Linux a timerfd, so that a server with one loop stays one
 /// thread (glibc's system call wrappers cost more in a process with
-/// several); elsewhere a thread that wakes a [`Waker`] at each tick.
+/// several); elsewhere a thread that wakes a [`rselectors::Waker`] at each tick.
 pub struct IdleTimer {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fd: std::os::fd::OwnedFd,
