@@ -164,6 +164,14 @@ impl Held {
         self.recharge(before);
     }
 
+    /// Empties it, keeping its memory (and the charge) for what comes next.
+    pub fn empty(&mut self) {
+        match &mut self.storage {
+            Storage::Heap(vec) => vec.clear(),
+            Storage::Mapped { len, .. } => *len = 0,
+        }
+    }
+
     /// Empties it and frees its memory.
     pub fn clear(&mut self) {
         let before = self.capacity();

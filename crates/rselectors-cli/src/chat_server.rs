@@ -13,15 +13,22 @@
 //! gets an error line and the connection is closed; bytes that are not
 //! UTF-8 are relayed as they are.
 //!
+//! Fan-out is coalesced as Redis does it: the lines broadcast during one
+//! round of events (every event one wait returned) go into one batch,
+//! and at the end of the round each client gets the whole batch with one
+//! write (or, behind a backlog, one append to its output). Nothing waits
+//! for more: the batch holds only what the round read, and a batch that
+//! reaches [`ROUND_BATCH`] bytes goes out at once. A client accepted
+//! during a round gets only what was broadcast after it joined.
+//!
 //! With `--threads N` there are N event loops (see
-//! [`crate::server::loops`]). A loop delivers a line to its own clients at
-//! once and collects what it broadcast during one round of events; at the
-//! end of the round it posts that batch to every other loop's inbox (one
-//! lock and at most one wake-up per loop per round), and each of them
-//! appends it to its own clients' output. Loop 0 has the console and the
+//! [`crate::server::loops`]). At the end of a round a loop also posts the
+//! lines its clients sent to every other loop's inbox (one lock and at
+//! most one wake-up per loop per round); each of them delivers them to
+//! its own clients with its next round. Loop 0 has the console and the
 //! signals.
 
-use crate::budget;
+use crate::budget::{self, Held};
 use crate::chat_protocol::{self, Said, LINE_TOO_LONG, MAX_LINE};
 use crate::conn::{Conn, Next, Received, READ_CHUNK};
 use crate::console::Console;
@@ -37,6 +44,10 @@ use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A round's batch goes out once it holds this much, without waiting for
+/// the end of the round: what a slow client copies stays bounded.
+const ROUND_BATCH: usize = 64 * 1024;
 
 /// After a client is told its line was too long, how long it has to read
 /// the error before the connection is closed anyway. Closing at once
@@ -62,12 +73,17 @@ pub struct ChatClient {
     /// `lines_taken` at the last memory check, if an unfinished line was
     /// held then (see [`Client::stalled`]).
     lines_seen: Option<u32>,
+    /// How much of the round's batch it has had, or must not have (it was
+    /// broadcast before the client joined).
+    had: usize,
 }
 
 impl Client for ChatClient {
     const KEEPS_PEER: bool = true;
+    /// How long the round's batch is now.
+    type Context = usize;
 
-    fn new(conn: Conn, peer: Option<SocketAddr>) -> Self {
+    fn new(conn: Conn, peer: Option<SocketAddr>, batch_len: &usize) -> Self {
         debug_assert!(peer.is_some(), "KEEPS_PEER: the server passes the address");
         ChatClient {
             conn,
@@ -78,6 +94,7 @@ impl Client for ChatClient {
             closing_deadline: None,
             lines_taken: 0,
             lines_seen: None,
+            had: *batch_len,
         }
     }
     fn conn(&self) -> &Conn {
@@ -211,7 +228,11 @@ struct ChatServer<'a> {
     server: &'a mut Server<ChatClient>,
     /// The other loops.
     link: Link<'a, Broadcast>,
-    /// What this loop broadcast during the current round, for the others.
+    /// What this round broadcast, for this loop's clients (charged to the
+    /// memory budget).
+    batch: Held,
+    /// What this loop's clients sent during the current round, for the
+    /// other loops.
     outgoing: Vec<u8>,
     /// Reused list to take the inbox into.
     inbox: Vec<Broadcast>,
@@ -246,6 +267,7 @@ impl<'a> ChatServer<'a> {
         ChatServer {
             server,
             link,
+            batch: Held::default(),
             outgoing: Vec::new(),
             inbox: Vec::new(),
             max_backlog,
@@ -276,6 +298,7 @@ impl<'a> ChatServer<'a> {
                     Event::Wake => self.woken(),
                 }
             }
+            self.deliver_batch();
             self.console_input(None);
             self.close_expired_lingering();
             self.end_round();
@@ -289,7 +312,7 @@ impl<'a> ChatServer<'a> {
         let mut inbox = mem::take(&mut self.inbox);
         self.link.take_inbox(&mut inbox);
         for batch in inbox.drain(..) {
-            self.deliver_to_all(&batch);
+            self.add_to_batch(&batch);
         }
         self.inbox = inbox;
         if let Some(reason) = self.link.stop_reason() {
@@ -335,9 +358,7 @@ impl<'a> ChatServer<'a> {
     }
 
     /// Broadcasts the whole lines the client at `fd` has sent, then waits
-    /// for what it needs next. Each line is copied to every client, so the
-    /// memory budget is checked after each one, not only at the end of
-    /// the round.
+    /// for what it needs next.
     fn take_lines(&mut self, fd: RawFd) {
         let tick = self.server.tick();
         let Some(client) = self.server.client_mut(fd) else {
@@ -357,7 +378,6 @@ impl<'a> ChatServer<'a> {
             };
             self.broadcast(peer, line);
             taken = taken.wrapping_add(1);
-            self.server.end_round();
             match self.server.client_mut(fd) {
                 Some(client) => {
                     client.conn.touch(tick); // a whole line: activity
@@ -380,58 +400,80 @@ impl<'a> ChatServer<'a> {
         }
     }
 
-    /// Sends `your msg = <line> from <peer>` to every client (those of the
-    /// other loops at the end of the round).
+    /// Sends `your msg = <line> from <peer>` to every client: this loop's
+    /// with the round's batch, the other loops' at the end of the round.
     fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) {
         let mut message = mem::take(&mut self.message);
         message.clear();
         chat_protocol::write_message(&mut message, line, peer);
-        self.deliver_to_all(&message);
+        self.add_to_batch(&message);
         if self.link.has_others() {
             self.outgoing.extend_from_slice(&message);
         }
         self.message = message;
     }
 
-    /// Queues `message` for every client of this loop.
-    fn deliver_to_all(&mut self, message: &[u8]) {
+    /// Adds `messages` to the round's batch for this loop's clients; a full
+    /// batch goes out at once.
+    fn add_to_batch(&mut self, messages: &[u8]) {
+        self.batch.extend_from_slice(messages);
+        *self.server.context_mut() = self.batch.len();
+        if self.batch.len() >= ROUND_BATCH {
+            self.deliver_batch();
+        }
+    }
+
+    /// Gives every client of this loop what it has not had of the round's
+    /// batch, and empties the batch.
+    fn deliver_batch(&mut self) {
+        if self.batch.len() == 0 {
+            return;
+        }
         let mut fds = mem::take(&mut self.fds);
         self.server.client_fds(&mut fds);
         for &fd in &fds {
-            self.deliver(fd, message);
+            self.catch_up(fd, 0);
         }
         self.fds = fds;
+        self.batch.empty();
+        *self.server.context_mut() = 0;
+        // The batch may have been copied to many backlogs.
+        self.server.end_round();
     }
 
-    /// Queues `message` for `fd`, cutting the client off if its backlog
-    /// passes the limit.
-    fn deliver(&mut self, fd: RawFd, message: &[u8]) {
+    /// Sends the client at `fd` what it has not had of the round's batch
+    /// (then it has had `had` of it), cutting it off if its backlog passes
+    /// the limit.
+    fn catch_up(&mut self, fd: RawFd, had: usize) {
         let tick = self.server.tick();
-        let Some((client, stats)) = self.server.client_io(fd) else {
-            return;
-        };
-        if client.closing_deadline.is_some() {
-            return;
-        }
-        if let Err(e) = client.send(message, tick, stats) {
-            return self.server.close_after_error(fd, e);
-        }
-        let backlog = client.conn.pending();
-        if backlog > self.max_backlog {
-            warning!(
-                "cutting off {}: {backlog} bytes wait to be sent to it, over the \
-                 limit of {} (--max-backlog); it is not reading",
-                client.peer,
-                self.max_backlog
-            );
-            return self.server.close_client(fd, "backlog over the limit");
-        }
-        self.server.update_interest(fd, true, "done");
+        let batch = self.batch.as_slice();
+        let max_backlog = self.max_backlog;
+        self.server.handle_client(fd, |client, registered, stats| {
+            let unsent = &batch[client.had.min(batch.len())..];
+            client.had = had;
+            if unsent.is_empty() || client.closing_deadline.is_some() {
+                return Next::Keep;
+            }
+            if let Err(e) = client.send(unsent, tick, stats) {
+                return Next::Failed(e);
+            }
+            let backlog = client.conn.pending();
+            if backlog > max_backlog {
+                warning!(
+                    "cutting off {}: {backlog} bytes wait to be sent to it, over the \
+                     limit of {max_backlog} (--max-backlog); it is not reading",
+                    client.peer,
+                );
+                return Next::Close("backlog over the limit");
+            }
+            client.next(registered)
+        });
     }
 
     /// Closes a client that asked to leave, after one last attempt to send
     /// what it has not received yet.
     fn leave(&mut self, fd: RawFd, reason: &'static str) {
+        self.catch_up(fd, self.batch.len());
         let tick = self.server.tick();
         if let Some((client, stats)) = self.server.client_io(fd) {
             let _ = client.leave(reason, tick, stats);
@@ -443,6 +485,8 @@ impl<'a> ChatServer<'a> {
     /// the error line, then FIN, then close at its end of input or after
     /// [`LINGER`].
     fn reject_long_line(&mut self, fd: RawFd) {
+        // The lines broadcast before this one come first.
+        self.catch_up(fd, self.batch.len());
         let tick = self.server.tick();
         let Some((client, stats)) = self.server.client_io(fd) else {
             return;

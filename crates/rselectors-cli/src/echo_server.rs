@@ -32,7 +32,8 @@ pub struct EchoClient {
 }
 
 impl Client for EchoClient {
-    fn new(conn: Conn, _peer: Option<SocketAddr>) -> Self {
+    type Context = ();
+    fn new(conn: Conn, _peer: Option<SocketAddr>, _: &()) -> Self {
         EchoClient { conn }
     }
     fn conn(&self) -> &Conn {

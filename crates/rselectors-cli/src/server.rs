@@ -41,9 +41,12 @@ pub trait Client {
     /// per-connection logging is off, connections are accepted without it
     /// (no address to copy out and parse per connection).
     const KEEPS_PEER: bool = false;
+    /// What the owner of the server tells the connections it accepts
+    /// from now on (see [`Server::context_mut`]).
+    type Context: Default;
     /// State for a connection just accepted from `peer` (given whenever
     /// [`Client::KEEPS_PEER`]).
-    fn new(conn: Conn, peer: Option<SocketAddr>) -> Self;
+    fn new(conn: Conn, peer: Option<SocketAddr>, context: &Self::Context) -> Self;
     /// The connection.
     fn conn(&self) -> &Conn;
     /// The connection, mutably.
@@ -169,7 +172,7 @@ fn print_summary(reason: &str, stats: Stats) {
 }
 
 /// A listening server's selector and bookkeeping.
-pub struct Server<C> {
+pub struct Server<C: Client> {
     sel: AnySelector<Source<C>, ()>,
     /// Declared after `sel`, so that its listener is closed after the
     /// selector that watches it.
@@ -177,6 +180,8 @@ pub struct Server<C> {
     /// Clients connected now.
     clients: usize,
     stats: Stats,
+    /// Handed to every client accepted (see [`Client::Context`]).
+    context: C::Context,
     stop_reason: Option<String>,
     /// The idle tick this loop last saw (see [`limits`]).
     tick: u16,
@@ -212,6 +217,7 @@ impl<C: Client> Server<C> {
             acceptor,
             clients: 0,
             stats: Stats::default(),
+            context: C::Context::default(),
             stop_reason: None,
             tick: 0,
             shed_at: None,
@@ -297,12 +303,37 @@ impl<C: Client> Server<C> {
                     }
                 }
             };
-            match next {
-                Next::Keep => {}
-                Next::Wait(events) => self.set_interest(fd, Some(events), ""),
-                Next::Close(reason) => self.remove_client(fd, reason),
-                Next::Failed(e) => self.close_after_error(fd, e),
-            }
+            self.apply(fd, next);
+        }
+    }
+
+    /// Runs `handle` on the client at `fd` (if there is one), with the
+    /// events it is registered for and the stats to count its I/O in, and
+    /// does what it returns: the way to act on a client outside
+    /// [`Server::dispatch`], with one lookup.
+    #[inline]
+    pub fn handle_client<H>(&mut self, fd: RawFd, handle: H)
+    where
+        H: FnOnce(&mut C, Events, &mut Stats) -> Next,
+    {
+        let Ok(key) = self.sel.get_key_mut(fd) else {
+            return;
+        };
+        let Source::Client(client) = key.fileobj else {
+            return;
+        };
+        let next = handle(client, key.events, &mut self.stats);
+        self.apply(fd, next);
+    }
+
+    /// Does what a client's handler asked for.
+    #[inline(always)]
+    fn apply(&mut self, fd: RawFd, next: Next) {
+        match next {
+            Next::Keep => {}
+            Next::Wait(events) => self.set_interest(fd, Some(events), ""),
+            Next::Close(reason) => self.remove_client(fd, reason),
+            Next::Failed(e) => self.close_after_error(fd, e),
         }
     }
 
@@ -328,6 +359,11 @@ impl<C: Client> Server<C> {
             Source::Client(client) => Some(client),
             _ => None,
         }
+    }
+
+    /// What clients accepted from now on are told when they are made.
+    pub fn context_mut(&mut self) -> &mut C::Context {
+        &mut self.context
     }
 
     /// The client registered at `fd` and the stats to count its I/O in.

@@ -218,10 +218,11 @@ impl<C: Client> Server<C> {
             }
         };
         conn.touch(self.tick);
-        match self
-            .sel
-            .register(Source::Client(C::new(conn, peer)), Events::READ, ())
-        {
+        match self.sel.register(
+            Source::Client(C::new(conn, peer, &self.context)),
+            Events::READ,
+            (),
+        ) {
             Ok(_) => {
                 self.stats.served += 1;
                 self.clients += 1;
