@@ -93,17 +93,20 @@ def high_descriptors(sock):
     return fds
 
 
-def bench_register_high(fd):
-    """register + unregister of `fd` on one long-lived selector."""
+def measure_register_unregister(target, measure):
+    """register + unregister of `target` (a file object or a descriptor) on
+    one long-lived selector of each module, and on a raw epoll object:
+    `measure` gets the cases and returns the times."""
     def loop(sel):
         def run(n):
             register, unregister = sel.register, sel.unregister
             for _ in range(n):
-                register(fd, selectors.EVENT_READ)
-                unregister(fd)
+                register(target, selectors.EVENT_READ)
+                unregister(target)
         return run
 
     ep = select.epoll()
+    fd = target if isinstance(target, int) else target.fileno()
 
     def raw(n):
         for _ in range(n):
@@ -111,9 +114,15 @@ def bench_register_high(fd):
             ep.unregister(fd)
 
     std, ours = selectors.EpollSelector(), rselectors.EpollSelector()
-    got = calibrated({"std": loop(std), "ours": loop(ours), "raw": raw}, 0.05 * SCALE)
-    std.close(), ours.close(), ep.close()
-    return got
+    try:
+        return measure({"std": loop(std), "ours": loop(ours), "raw": raw})
+    finally:
+        std.close(), ours.close(), ep.close()
+
+
+def bench_register_high(fd):
+    """register + unregister of a high descriptor number `fd`."""
+    return measure_register_unregister(fd, lambda cases: calibrated(cases, 0.05 * SCALE))
 
 
 def bench_short_lived(fd):
@@ -143,26 +152,7 @@ def bench_short_lived(fd):
 
 
 def bench_register(rd):
-    def loop(sel):
-        def run(n):
-            register, unregister = sel.register, sel.unregister
-            for _ in range(n):
-                register(rd, selectors.EVENT_READ)
-                unregister(rd)
-        return run
-
-    ep = select.epoll()
-    fd = rd.fileno()
-
-    def raw(n):
-        for _ in range(n):
-            ep.register(fd, select.EPOLLIN)
-            ep.unregister(fd)
-
-    std, ours = selectors.EpollSelector(), rselectors.EpollSelector()
-    got = interleaved({"std": loop(std), "ours": loop(ours), "raw": raw}, int(20000 * SCALE))
-    std.close(), ours.close(), ep.close()
-    return got
+    return measure_register_unregister(rd, lambda cases: interleaved(cases, int(20000 * SCALE)))
 
 
 def bench_modify(rd):

@@ -66,19 +66,23 @@ fn main() {
     let fds: Vec<RawFd> = pairs.iter().map(|(_, far)| far.as_raw_fd()).collect();
     let spare_fd = spare.0.as_raw_fd();
     let zero = Some(Duration::ZERO);
+    // The `_kK` scenarios: K of the N registered descriptors readable.
+    let k = match scenario.rsplit('_').next() {
+        Some("k1") => 1,
+        Some("k100") => N,
+        _ => 0,
+    };
+    ready(k);
     match scenario {
         "epoll_select_k1" => {
-            ready(1);
             let sel = filled(DefaultSelector::new().expect("epoll"), &fds);
             select_rounds(sel, iterations, zero, 1);
         }
         "epoll_select_k100" => {
-            ready(N);
             let sel = filled(DefaultSelector::new().expect("epoll"), &fds);
             select_rounds(sel, iterations, zero, N);
         }
         "epoll_select_mut_k100" => {
-            ready(N);
             let mut sel = filled(DefaultSelector::new().expect("epoll"), &fds);
             for _ in 0..iterations {
                 sel.select(zero).expect("select");
@@ -91,22 +95,18 @@ fn main() {
             }
         }
         "epoll_select_100ms_k1" => {
-            ready(1);
             let sel = filled(DefaultSelector::new().expect("epoll"), &fds);
             select_rounds(sel, iterations, Some(Duration::from_millis(100)), 1);
         }
         "any_epoll_select_k100" => {
-            ready(N);
             let sel = AnySelector::with_kind(BackendKind::DEFAULT).expect("any");
             select_rounds(filled(sel, &fds), iterations, zero, N);
         }
         "poll_select_k100" => {
-            ready(N);
             let sel = filled(PollSelector::new().expect("poll"), &fds);
             select_rounds(sel, iterations, zero, N);
         }
         "select_select_k100" => {
-            ready(N);
             let sel = filled(SelectSelector::new().expect("select"), &fds);
             select_rounds(sel, iterations, zero, N);
         }

@@ -6,9 +6,9 @@
 //! reading and reregisters for WRITABLE only. When the tail is drained the connection
 //! reregisters for READABLE, which re-arms the edge so unread data is reported again.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
-use bench_peers::{announce, die, listen_addr, READ_BUF_SIZE};
+use bench_peers::{announce, bind_listener, die, write_some, Pending, READ_BUF_SIZE};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -20,29 +20,13 @@ const MAX_EVENTS: usize = 1024;
 /// One accepted connection and the unsent tail of a partial write.
 struct Conn {
     stream: TcpStream,
-    pending: Vec<u8>,
-    pending_sent: usize,
+    pending: Pending,
 }
 
 /// What the event handler decided for a connection.
 enum Outcome {
     Keep,
     Close,
-}
-
-/// Writes as much of `buf` as the socket takes; returns the count (short on WouldBlock).
-fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match stream.write(&buf[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
 }
 
 /// Reads until `WouldBlock` (edge-triggered contract), echoing each chunk.
@@ -57,9 +41,7 @@ fn on_readable(poll: &Poll, token: Token, conn: &mut Conn, buf: &mut [u8]) -> io
         };
         let sent = write_some(&mut conn.stream, &buf[..n])?;
         if sent < n {
-            conn.pending.clear();
-            conn.pending.extend_from_slice(&buf[sent..n]);
-            conn.pending_sent = 0;
+            conn.pending.hold(&buf[sent..n]);
             poll.registry()
                 .reregister(&mut conn.stream, token, Interest::WRITABLE)?;
             return Ok(Outcome::Keep);
@@ -69,11 +51,8 @@ fn on_readable(poll: &Poll, token: Token, conn: &mut Conn, buf: &mut [u8]) -> io
 
 /// Writes the buffered tail; once drained, re-arms READABLE.
 fn on_writable(poll: &Poll, token: Token, conn: &mut Conn) -> io::Result<Outcome> {
-    let sent = write_some(&mut conn.stream, &conn.pending[conn.pending_sent..])?;
-    conn.pending_sent += sent;
-    if conn.pending_sent == conn.pending.len() {
-        conn.pending.clear();
-        conn.pending_sent = 0;
+    let sent = write_some(&mut conn.stream, conn.pending.rest())?;
+    if conn.pending.wrote(sent) {
         poll.registry()
             .reregister(&mut conn.stream, token, Interest::READABLE)?;
     }
@@ -81,10 +60,8 @@ fn on_writable(poll: &Poll, token: Token, conn: &mut Conn) -> io::Result<Outcome
 }
 
 fn main() {
-    let mut listener = TcpListener::bind(listen_addr()).unwrap_or_else(|e| die("bind", e));
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|e| die("local_addr", e));
+    let (listener, local) = bind_listener();
+    let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new().unwrap_or_else(|e| die("Poll::new", e));
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
@@ -130,8 +107,7 @@ fn main() {
                     }
                     conns[slot] = Some(Conn {
                         stream,
-                        pending: Vec::new(),
-                        pending_sent: 0,
+                        pending: Pending::default(),
                     });
                 }
                 continue;

@@ -6,39 +6,37 @@
 //! `Poller::add*` is `unsafe` because the caller must delete the source before closing
 //! it; every close below deletes first.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
-use bench_peers::{announce, die, listen_addr, READ_BUF_SIZE};
+use bench_peers::{announce, bind_listener, die, write_some, Pending, READ_BUF_SIZE};
 use polling::{Event, Events, PollMode, Poller};
 
 /// One accepted connection and the unsent tail of a partial write.
 struct Conn {
     stream: TcpStream,
-    pending: Vec<u8>,
-    pending_sent: usize,
-}
-
-/// Writes as much of `buf` as the socket takes; returns the count (short on WouldBlock).
-fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        match stream.write(&buf[sent..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
+    pending: Pending,
 }
 
 /// Removes the connection from the poller, then drops (closes) it.
 fn close_conn(poller: &Poller, table: &mut [Option<Conn>], key: usize) {
     if let Some(conn) = table[key].take() {
         let _ = poller.delete(&conn.stream);
+    }
+}
+
+/// Switches the connection's interest (readable or writable, level mode); a
+/// refusal closes it.
+fn set_interest(poller: &Poller, table: &mut [Option<Conn>], key: usize, interest: Event) {
+    let Some(conn) = table[key].as_ref() else {
+        return;
+    };
+    if poller
+        .modify_with_mode(&conn.stream, interest, PollMode::Level)
+        .is_err()
+    {
+        close_conn(poller, table, key);
     }
 }
 
@@ -57,19 +55,11 @@ fn on_readable(poller: &Poller, table: &mut [Option<Conn>], key: usize, buf: &mu
         }
         Err(_) => return close_conn(poller, table, key),
     };
-    match write_some(&mut conn.stream, &buf[..n]) {
+    match write_some(&conn.stream, &buf[..n]) {
         Ok(sent) if sent == n => {}
         Ok(sent) => {
-            conn.pending.clear();
-            conn.pending.extend_from_slice(&buf[sent..n]);
-            conn.pending_sent = 0;
-            let interest = Event::writable(key);
-            if poller
-                .modify_with_mode(&conn.stream, interest, PollMode::Level)
-                .is_err()
-            {
-                close_conn(poller, table, key);
-            }
+            conn.pending.hold(&buf[sent..n]);
+            set_interest(poller, table, key, Event::writable(key));
         }
         Err(_) => close_conn(poller, table, key),
     }
@@ -80,19 +70,10 @@ fn on_writable(poller: &Poller, table: &mut [Option<Conn>], key: usize) {
     let Some(conn) = table[key].as_mut() else {
         return;
     };
-    match write_some(&mut conn.stream, &conn.pending[conn.pending_sent..]) {
+    match write_some(&conn.stream, conn.pending.rest()) {
         Ok(sent) => {
-            conn.pending_sent += sent;
-            if conn.pending_sent == conn.pending.len() {
-                conn.pending.clear();
-                conn.pending_sent = 0;
-                let interest = Event::readable(key);
-                if poller
-                    .modify_with_mode(&conn.stream, interest, PollMode::Level)
-                    .is_err()
-                {
-                    close_conn(poller, table, key);
-                }
+            if conn.pending.wrote(sent) {
+                set_interest(poller, table, key, Event::readable(key));
             }
         }
         Err(_) => close_conn(poller, table, key),
@@ -100,13 +81,7 @@ fn on_writable(poller: &Poller, table: &mut [Option<Conn>], key: usize) {
 }
 
 fn main() {
-    let listener = TcpListener::bind(listen_addr()).unwrap_or_else(|e| die("bind", e));
-    listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| die("set_nonblocking", e));
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|e| die("local_addr", e));
+    let (listener, local) = bind_listener();
     let poller = Poller::new().unwrap_or_else(|e| die("Poller::new", e));
     // The listener's key is its fd, like every connection's: one table, no collisions.
     let listen_key = listener.as_raw_fd() as usize;
@@ -153,8 +128,7 @@ fn main() {
                     if added.is_ok() {
                         table[fd_key] = Some(Conn {
                             stream,
-                            pending: Vec::new(),
-                            pending_sent: 0,
+                            pending: Pending::default(),
                         });
                     }
                 }

@@ -9,20 +9,16 @@
 //! `unsafe` is used for the raw system calls: this is benchmark code, never shipped.
 
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
-use bench_peers::{announce, die, listen_addr, READ_BUF_SIZE};
+use bench_peers::{announce, bind_listener, die, Pending, READ_BUF_SIZE};
 
 /// Events fetched per `epoll_wait`.
 const MAX_EVENTS: usize = 1024;
 
 /// State of one accepted connection: only the unsent tail of a partial write.
 struct Conn {
-    /// Bytes read but not yet written back.
-    pending: Vec<u8>,
-    /// How much of `pending` has been written already.
-    pending_sent: usize,
+    pending: Pending,
 }
 
 /// Converts a `-1` return into the thread's `errno` as an `io::Error`.
@@ -114,8 +110,7 @@ fn accept_all(epfd: RawFd, listen_fd: RawFd, table: &mut Vec<Option<Conn>>) {
             continue;
         }
         table[index] = Some(Conn {
-            pending: Vec::new(),
-            pending_sent: 0,
+            pending: Pending::default(),
         });
     }
 }
@@ -140,9 +135,7 @@ fn on_readable(epfd: RawFd, fd: RawFd, table: &mut [Option<Conn>], buf: &mut [u8
         Ok(sent) if sent == data.len() => {}
         Ok(sent) => {
             if let Some(conn) = table[fd as usize].as_mut() {
-                conn.pending.clear();
-                conn.pending.extend_from_slice(&data[sent..]);
-                conn.pending_sent = 0;
+                conn.pending.hold(&data[sent..]);
             }
             if epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, libc::EPOLLOUT as u32).is_err() {
                 close_conn(table, fd);
@@ -157,15 +150,11 @@ fn on_writable(epfd: RawFd, fd: RawFd, table: &mut [Option<Conn>]) {
     let Some(conn) = table[fd as usize].as_mut() else {
         return;
     };
-    match write_some(fd, &conn.pending[conn.pending_sent..]) {
+    match write_some(fd, conn.pending.rest()) {
         Ok(sent) => {
-            conn.pending_sent += sent;
-            if conn.pending_sent == conn.pending.len() {
-                conn.pending.clear();
-                conn.pending_sent = 0;
-                if epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, libc::EPOLLIN as u32).is_err() {
-                    close_conn(table, fd);
-                }
+            let drained = conn.pending.wrote(sent);
+            if drained && epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, libc::EPOLLIN as u32).is_err() {
+                close_conn(table, fd);
             }
         }
         Err(_) => close_conn(table, fd),
@@ -173,13 +162,7 @@ fn on_writable(epfd: RawFd, fd: RawFd, table: &mut [Option<Conn>]) {
 }
 
 fn main() {
-    let listener = TcpListener::bind(listen_addr()).unwrap_or_else(|e| die("bind", e));
-    listener
-        .set_nonblocking(true)
-        .unwrap_or_else(|e| die("set_nonblocking", e));
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|e| die("local_addr", e));
+    let (listener, local) = bind_listener();
     let listen_fd = listener.as_raw_fd();
 
     // SAFETY: plain system call; the result is checked.

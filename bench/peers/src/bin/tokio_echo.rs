@@ -1,7 +1,7 @@
 //! Echo server on `tokio`'s current-thread runtime: one task per connection, each
 //! doing `read` then `write_all`, the way most tokio echo examples are written.
 
-use bench_peers::{announce, die, listen_addr, READ_BUF_SIZE};
+use bench_peers::{announce, bind_listener, die, READ_BUF_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,12 +28,8 @@ fn main() {
         .build()
         .unwrap_or_else(|e| die("runtime", e));
     runtime.block_on(async {
-        let listener = TcpListener::bind(listen_addr())
-            .await
-            .unwrap_or_else(|e| die("bind", e));
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|e| die("local_addr", e));
+        let (listener, local) = bind_listener();
+        let listener = TcpListener::from_std(listener).unwrap_or_else(|e| die("listener", e));
         announce(local);
         loop {
             let Ok((stream, _)) = listener.accept().await else {

@@ -1,7 +1,7 @@
 //! The peers our selectors are set against: a hand-written `epoll_wait`
 //! loop on `libc` (the floor) and mio.
 
-use super::Contender;
+use crate::contenders::Contender;
 use mio::{Interest, Token};
 use std::io;
 use std::mem::ManuallyDrop;

@@ -8,8 +8,8 @@
 //! allows. The select backend is left out: it refuses descriptors at or
 //! above `FD_SETSIZE`.
 
-use super::peers::mio_view;
-use super::Contender;
+use crate::contenders::Contender;
+use crate::peers::mio_view;
 use mio::{Interest, Token};
 use rselectors::{AnySelector, Backend, BackendKind, Events, Fd, Selector};
 use std::hint::black_box;
