@@ -60,6 +60,9 @@ pub fn run(addr: &str, kind: BackendKind, upper: bool, threads: usize) -> io::Re
 }
 
 /// Serves until a stop is requested: by a signal, or by another loop.
+// Out of line: the hot loop compiles as its own function (see
+// docs/performance.md).
+#[inline(never)]
 fn event_loop(server: &mut Server<EchoClient>, upper: bool, link: Link<'_, ()>) -> io::Result<()> {
     let mut scratch = vec![0; READ_CHUNK];
     while !server.is_stopping() {
