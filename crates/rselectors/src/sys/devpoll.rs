@@ -26,7 +26,10 @@
 //! The handle belongs to the process that first uses it (another gets
 //! `EACCES`), hence `O_CLOEXEC`.
 
-use super::{check_open, cvt, grow_cleared, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
+use super::{
+    check_open, cvt, grow_cleared, poll_bits, timeout_millis, Backend, BackendOps, ReadyList,
+    Waiter, WaiterOps,
+};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,7 +73,7 @@ const _: () = {
     assert!(size_of::<libc::pollfd>() == 8);
 };
 
-/// The `/dev/poll` backend of `DevpollSelector`.
+/// The `/dev/poll` backend of `DevpollSelector`. Opaque: see [`Backend`].
 #[derive(Debug)]
 pub struct DevpollBackend {
     /// Shared with detached waiters, so closing the selector while one
@@ -84,7 +87,8 @@ pub struct DevpollBackend {
     results: Vec<libc::pollfd>,
 }
 
-/// A detached `DP_POLL` on the selector's handle ([`Backend::detach`]).
+/// A detached `DP_POLL` on the selector's handle, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque.
 ///
 /// It polls the live set, but its results name descriptors only, so the
 /// selector drops those for registrations made after it was detached (as
@@ -183,9 +187,7 @@ impl DevpollBackend {
     }
 }
 
-impl Backend for DevpollBackend {
-    type Waiter = DevpollWaiter;
-
+impl BackendOps for DevpollBackend {
     fn open() -> io::Result<Self> {
         let fd = loop {
             // SAFETY: the path is a NUL-terminated string that open(2) only
@@ -263,7 +265,11 @@ impl Backend for DevpollBackend {
     }
 }
 
-impl Waiter for DevpollWaiter {
+impl Backend for DevpollBackend {
+    type Waiter = DevpollWaiter;
+}
+
+impl WaiterOps for DevpollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(
             self.dpfd.as_raw_fd(),
@@ -275,10 +281,12 @@ impl Waiter for DevpollWaiter {
     }
 }
 
+impl Waiter for DevpollWaiter {}
+
 #[cfg(test)]
 mod tests {
     use super::DevpollBackend;
-    use crate::sys::{readiness, Backend, ReadyList, Waiter};
+    use crate::sys::{readiness, BackendOps, ReadyList, WaiterOps};
     use crate::Events;
     use std::io::Write;
     use std::os::fd::AsRawFd;
