@@ -4,8 +4,15 @@
 //! with `add` / `modify` / `remove`, and `wait` makes exactly one system
 //! call and reports what came back as [`Events`]. Every rule of the API
 //! (validation, the key table, EINTR retries, masking) lives in
-//! [`crate::Selector`]; a kqueue, /dev/poll or io_uring backend is one more
-//! file implementing [`Backend`], plus its line in the list of `registry`.
+//! [`crate::Selector`]. A new backend (io_uring, …) is one more file
+//! implementing `BackendOps` and [`Backend`] (and `WaiterOps` and
+//! [`Waiter`] for its detached wait), plus its line in the list of
+//! `registry`.
+//!
+//! Not part of the API: public (and hidden) only for the users of
+//! `for_each_backend!` (this package's tests and benches), which name a
+//! backend by its module. The backend types the API needs are re-exported
+//! at the crate root, next to their aliases.
 
 use crate::Events;
 use std::io;
