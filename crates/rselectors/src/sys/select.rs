@@ -2,33 +2,32 @@
 
 use super::{check_open, cvt, Backend, BackendOps, ReadyList, Waiter, WaiterOps, MAX_WAIT};
 use crate::Events;
+use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// The `select` backend of [`crate::SelectSelector`]. Opaque: see
 /// [`Backend`].
-#[derive(Debug)]
 pub struct SelectBackend {
-    interest: Interest,
-}
-
-/// What `select(2)` is asked to watch. The backend keeps one; every wait,
-/// detached or not, waits on a copy (select(2) overwrites its sets).
-#[derive(Clone, Copy)]
-struct Interest {
     readers: libc::fd_set,
     writers: libc::fd_set,
     /// Highest watched descriptor, or -1.
     max_fd: RawFd,
 }
 
-impl std::fmt::Debug for Interest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interest")
-            .field("max_fd", &self.max_fd)
-            .finish_non_exhaustive()
+impl fmt::Debug for SelectBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_sets(f, "SelectBackend", self.max_fd)
     }
+}
+
+/// The `Debug` of the backend and of its waiter: the highest descriptor,
+/// not the 256 bytes of the sets.
+fn debug_sets(f: &mut fmt::Formatter<'_>, name: &str, max_fd: RawFd) -> fmt::Result {
+    f.debug_struct(name)
+        .field("max_fd", &max_fd)
+        .finish_non_exhaustive()
 }
 
 const LIMIT: RawFd = libc::FD_SETSIZE as RawFd;
@@ -62,20 +61,17 @@ fn is_set(set: &libc::fd_set, fd: RawFd) -> bool {
 
 impl SelectBackend {
     fn watch(&mut self, fd: RawFd, events: Events) {
-        let interest = &mut self.interest;
-        set(&mut interest.readers, fd, events.contains(Events::READ));
-        set(&mut interest.writers, fd, events.contains(Events::WRITE));
+        set(&mut self.readers, fd, events.contains(Events::READ));
+        set(&mut self.writers, fd, events.contains(Events::WRITE));
     }
 }
 
 impl BackendOps for SelectBackend {
     fn open() -> io::Result<Self> {
         Ok(SelectBackend {
-            interest: Interest {
-                readers: empty_set(),
-                writers: empty_set(),
-                max_fd: -1,
-            },
+            readers: empty_set(),
+            writers: empty_set(),
+            max_fd: -1,
         })
     }
 
@@ -94,12 +90,12 @@ impl BackendOps for SelectBackend {
         // select(2) would fail every wait with EBADF: refuse it here instead.
         check_open(fd)?;
         self.watch(fd, events);
-        self.interest.max_fd = self.interest.max_fd.max(fd);
+        self.max_fd = self.max_fd.max(fd);
         Ok(())
     }
 
     fn modify(&mut self, fd: RawFd, events: Events, _tag: u32) -> io::Result<()> {
-        if !(0..=self.interest.max_fd).contains(&fd) {
+        if !(0..=self.max_fd).contains(&fd) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         self.watch(fd, events);
@@ -107,16 +103,15 @@ impl BackendOps for SelectBackend {
     }
 
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        if !(0..=self.interest.max_fd).contains(&fd) {
+        if !(0..=self.max_fd).contains(&fd) {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         self.watch(fd, Events::empty());
-        let interest = &mut self.interest;
-        while interest.max_fd >= 0
-            && !is_set(&interest.readers, interest.max_fd)
-            && !is_set(&interest.writers, interest.max_fd)
+        while self.max_fd >= 0
+            && !is_set(&self.readers, self.max_fd)
+            && !is_set(&self.writers, self.max_fd)
         {
-            interest.max_fd -= 1;
+            self.max_fd -= 1;
         }
         Ok(())
     }
@@ -128,7 +123,9 @@ impl BackendOps for SelectBackend {
 
     fn detach(&mut self) -> SelectWaiter {
         SelectWaiter {
-            interest: self.interest,
+            readers: self.readers,
+            writers: self.writers,
+            max_fd: self.max_fd,
         }
     }
 
@@ -141,19 +138,24 @@ impl Backend for SelectBackend {
 
 /// A detached `select`, from
 /// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque: a copy
-/// of the backend's interest.
-#[derive(Debug, Clone, Copy)]
+/// of the two sets, which every wait copies anyway (select(2) overwrites
+/// them).
+#[derive(Clone, Copy)]
 pub struct SelectWaiter {
-    interest: Interest,
+    readers: libc::fd_set,
+    writers: libc::fd_set,
+    max_fd: RawFd,
+}
+
+impl fmt::Debug for SelectWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_sets(f, "SelectWaiter", self.max_fd)
+    }
 }
 
 impl WaiterOps for SelectWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
-        let Interest {
-            readers: mut readable,
-            writers: mut writable,
-            max_fd,
-        } = self.interest;
+        let (mut readable, mut writable) = (self.readers, self.writers);
         // Round up to the microsecond; cut to MAX_WAIT as poll and epoll
         // are (the selector waits for the rest), far below time_t's range.
         let mut tv = timeout.map(|t| {
@@ -171,7 +173,7 @@ impl WaiterOps for SelectWaiter {
         // null or points to a live timeval.
         let n = cvt(unsafe {
             libc::select(
-                max_fd + 1,
+                self.max_fd + 1,
                 &mut readable,
                 &mut writable,
                 std::ptr::null_mut(),
@@ -180,7 +182,7 @@ impl WaiterOps for SelectWaiter {
         })?;
         let mut left = n;
         let mut fd = 0;
-        while left > 0 && fd <= max_fd {
+        while left > 0 && fd <= self.max_fd {
             let mut events = Events::empty();
             // select(2) counts a descriptor once per set it is ready in.
             for (set, event) in [(&readable, Events::READ), (&writable, Events::WRITE)] {
