@@ -65,8 +65,8 @@ pub(crate) struct FdMap<T> {
     dense: Vec<Option<T>>,
     /// Entries at or beyond `dense.len()`.
     sparse: BTreeMap<u32, T>,
-    /// Entries in both (32 bits: descriptors are, and a poll backend then
-    /// stays within two cache lines).
+    /// Entries in both (32 bits, as descriptors are, which keeps the map
+    /// and the poll backend that holds one small).
     len: u32,
     /// `shrink_threshold(dense.len())`, kept so that `remove` compares once.
     shrink_below: u32,
@@ -109,9 +109,7 @@ impl<T> FdMap<T> {
         self.sparse.is_empty()
     }
 
-    // Out of line and cold: lookups beyond `dense` are the rare ones, and
-    // every `get` then stays one bounds check and one load, with the
-    // caller's registers spilled only on the way to this call.
+    // Cold: only descriptors far above the others live beyond `dense`.
     #[cold]
     #[inline(never)]
     fn get_sparse(&self, fd: RawFd) -> Option<&T> {
@@ -136,7 +134,7 @@ impl<T> FdMap<T> {
     }
 
     /// Inserts `value` for `fd`, which is not negative and has no value.
-    // Always inlined into `register`, where it is the whole fast path.
+    // Hot: once per connection, from `register`.
     #[inline(always)]
     pub(crate) fn insert(&mut self, fd: RawFd, value: T) -> &mut T {
         debug_assert!(fd >= 0 && self.get(fd).is_none());
@@ -329,6 +327,14 @@ impl<'a, T> Iterator for Values<'a, T> {
 }
 
 impl<T> ExactSizeIterator for Values<'_, T> {}
+
+impl<T> fmt::Debug for Values<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Values")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -48,7 +48,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 
 impl<B, F, D> Selector<B, F, D> {
     /// Wraps an open backend.
-    pub fn with_backend(backend: B) -> Self {
+    pub(crate) fn with_backend(backend: B) -> Self {
         Selector {
             backend: Some(backend),
             table: KeyTable::new(),
@@ -93,9 +93,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// registered already, one the backend cannot watch, a closed
     /// selector, or when the OS refuses (epoll gives `EPERM` for a regular
     /// file). A refused registration leaves nothing behind.
-    // Always inlined: a server registers once per connection, and in its
-    // accept loop the checks on a known file object and the key's moves
-    // fold away (about 40 instructions per connection).
+    // Hot: once per connection; inlined so the checks fold for a known file.
     #[inline(always)]
     pub fn register(
         &mut self,
@@ -106,7 +104,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         let fd = fileobj.as_raw_fd();
         let serial = self.next_serial;
         let checked = self.check_new(fd, events);
-        let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events, tag(serial))?));
+        let added = checked.and_then(|()| Ok(self.backend()?.add(fd, events, tag_of(serial))?));
         if let Err(error) = added {
             return Err(Rejected {
                 error,
@@ -153,10 +151,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 
     /// Removes `fd`'s key from the table and tells the backend, which
     /// `forget`s it if the file is `closing`, or `remove`s it.
-    // Always inlined (with `unregister_closing`): the key then goes
-    // straight from its slot to the caller, not through two `Result`s.
-    // A flag rather than a closure: the closure was left out of line once
-    // the poll backend's `remove` grew.
+    // Hot: once per connection; a flag rather than a closure, so that the
+    // choice is made where the caller's `closing` is a constant.
     #[inline(always)]
     fn take_key(&mut self, fd: RawFd, closing: bool) -> Result<SelectorKey<F, D>> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
@@ -200,7 +196,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
             return Err(Error::InvalidEvents(events.bits()));
         }
         if slot.key.events != events {
-            if let Err(e) = backend.modify(fd, events, tag(slot.serial)) {
+            if let Err(e) = backend.modify(fd, events, tag_of(slot.serial)) {
                 let _ = backend.remove(fd);
                 self.table.remove(fd);
                 return Err(Error::Os(e));
@@ -223,7 +219,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// registration still stands: the one check every way of taking events
     /// goes through.
     #[inline]
-    fn live(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
+    fn live_key(&self, r: &Ready) -> Option<(&SelectorKey<F, D>, Events)> {
         let slot = self.table.get(r.fd)?;
         Some((&slot.key, live_events(slot, r)?))
     }
@@ -239,9 +235,8 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         loop {
             let r = *self.ready.entries.get(self.cursor)?;
             self.cursor += 1;
-            // A key beyond the dense table is looked up out of line, on a
-            // path of its own: the common path stays one bounds check and
-            // one load, which the caller's own lookup of the key reuses.
+            // Hot: once per ready event. A key beyond the dense table is
+            // the rare case, looked up on a path of its own.
             match self.table.get_dense(r.fd) {
                 Some(Some(slot)) => {
                     if let Some(events) = live_events(slot, &r) {
@@ -250,7 +245,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
                 }
                 Some(None) => {}
                 None => {
-                    if let Some(events) = live_far(&self.table, &r) {
+                    if let Some(events) = live_events_sparse(&self.table, &r) {
                         return Some((r.fd, events));
                     }
                 }
@@ -273,8 +268,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
         }
         // Rare: a key beyond the dense table, or an event whose
         // registration has gone (the handler of an earlier event of this
-        // wait removed it). Out of line, so the loop around this call
-        // stays small.
+        // wait removed it).
         self.next_ready_mut_slow(r)
     }
 
@@ -283,7 +277,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     #[cold]
     #[inline(never)]
     fn next_ready_mut_slow(&mut self, r: Ready) -> Option<(KeyMut<'_, F, D>, Events)> {
-        let (fd, events) = match self.live(&r) {
+        let (fd, events) = match self.live_key(&r) {
             Some((_, events)) => (r.fd, events),
             None => self.next_ready()?,
         };
@@ -295,7 +289,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     pub fn ready_keys(&self) -> impl Iterator<Item = (&SelectorKey<F, D>, Events)> {
         self.ready.entries[self.cursor..]
             .iter()
-            .filter_map(move |r| self.live(r))
+            .filter_map(move |r| self.live_key(r))
     }
 
     /// The key registered for `fd`.
@@ -363,20 +357,20 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
 #[inline]
 fn live_events<F, D>(slot: &Slot<F, D>, r: &Ready) -> Option<Events> {
     let events = readiness(r.bits) & slot.key.events;
-    (tag(slot.serial) == r.serial && !events.is_empty()).then_some(events)
+    (tag_of(slot.serial) == r.tag && !events.is_empty()).then_some(events)
 }
 
-/// [`live_events`] for an entry beyond the dense table, out of line.
-// Given the table alone, so that the caller's stores elsewhere (the
-// cursor) need not be made before the call.
+/// [`live_events`] for an entry beyond the dense table.
+// Cold: only descriptors far above the others take it. Given the table
+// alone, not the selector, which the caller is changing.
 #[cold]
 #[inline(never)]
-fn live_far<F, D>(table: &KeyTable<F, D>, r: &Ready) -> Option<Events> {
+fn live_events_sparse<F, D>(table: &KeyTable<F, D>, r: &Ready) -> Option<Events> {
     live_events(table.get(r.fd)?, r)
 }
 
 /// The 32-bit tag of a registration's serial, as stored with ready events.
-fn tag(serial: u64) -> u32 {
+fn tag_of(serial: u64) -> u32 {
     serial as u32
 }
 
@@ -413,5 +407,7 @@ mod wait;
 
 pub use wait::DetachedWait;
 
+#[cfg(test)]
+mod system_calls;
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,12 @@
 
 use crate::fdmap::{FdMap, Values};
 use crate::SelectorKey;
+use std::fmt;
 use std::os::fd::RawFd;
 
 /// One registration and the serial number that tells it apart from any
 /// later registration of the same descriptor number.
+#[derive(Debug)]
 pub(crate) struct Slot<F, D> {
     pub(crate) key: SelectorKey<F, D>,
     pub(crate) serial: u64,
@@ -15,6 +17,7 @@ pub(crate) struct Slot<F, D> {
 /// Keys by descriptor: a vector indexed by fd for the small, dense numbers
 /// the kernel hands out, so an event finds its key with one load, and an
 /// ordered map for the few far beyond them ([`FdMap`]).
+#[derive(Debug)]
 pub(crate) struct KeyTable<F, D> {
     slots: FdMap<Slot<F, D>>,
 }
@@ -56,7 +59,7 @@ impl<F, D> KeyTable<F, D> {
     }
 
     /// Inserts a key whose fd (non-negative) is not in the table yet.
-    // Always inlined into `register`, where it is the whole fast path.
+    // Hot: once per connection, from `register`.
     #[inline(always)]
     pub(crate) fn insert(&mut self, slot: Slot<F, D>) -> &mut Slot<F, D> {
         self.slots.insert(slot.key.fd, slot)
@@ -127,6 +130,15 @@ impl<'a, F, D> IntoIterator for Map<'a, F, D> {
     }
 }
 
+/// The keys by descriptor, as Python prints a `get_map()`.
+impl<F: fmt::Debug, D: fmt::Debug> fmt::Debug for Map<'_, F, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|k| (k.fd, k)))
+            .finish()
+    }
+}
+
 impl<F, D> Clone for Map<'_, F, D> {
     fn clone(&self) -> Self {
         *self
@@ -152,3 +164,11 @@ impl<'a, F, D> Iterator for Keys<'a, F, D> {
 }
 
 impl<F, D> ExactSizeIterator for Keys<'_, F, D> {}
+
+impl<F, D> fmt::Debug for Keys<'_, F, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("left", &self.inner.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -8,15 +8,9 @@
 //! for every `select`. The backends share the files, so where the model
 //! says they agree, their ready sets must also equal one another's.
 //!
-//! The model knows where the mechanisms differ legitimately (as they do in
-//! CPython; `common::Quirks` says it per backend):
-//! - A closed file cannot be registered on any backend (`EBADF`).
-//! - A file closed behind the selector's back: epoll refuses to
-//!   modify it (`EBADF`) and forgets it; select(2) fails with `EBADF`;
-//!   poll(2) reports `POLLNVAL`, i.e. both events.
-//! - A pipe's read end whose writer is gone: poll and epoll report the
-//!   hang-up to a WRITE interest too; select(2) counts it as readable only.
-//! - select(2) refuses a descriptor at or above `FD_SETSIZE` (`ValueError`).
+//! The model knows where the mechanisms differ legitimately, as they do in
+//! CPython: the crate docs list it ("Portability", in `src/lib.rs`), and
+//! `common::Quirks` says it per backend.
 //!
 //! The files sit at small descriptor numbers, as the kernel hands them out,
 //! and at high ones far apart (see [`World::new`]), so that the key table

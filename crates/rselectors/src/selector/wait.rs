@@ -1,8 +1,9 @@
 //! Waiting: `select`, its retries and long waits, and the detached wait a
 //! binding runs without holding the selector.
 
-use super::{tag, Selector};
-use crate::sys::{grow_cleared, readiness, Backend, Ready, ReadyList, Waiter, MAX_WAIT};
+use super::{tag_of, Selector};
+use crate::sys::{grow_cleared, readiness, Backend, Ready, ReadyList, Waiter};
+use crate::sys::{WaiterOps, MAX_WAIT};
 use crate::table::Slot;
 use crate::{Error, Result};
 use std::os::fd::AsRawFd;
@@ -88,16 +89,15 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     }
 
     /// One system call, for at most [`MAX_WAIT`].
-    // Always inlined: a server's wait is this, a few checks around the
-    // system call; out of line its result went through memory.
+    // Hot: once per wait of a server's loop.
     #[inline(always)]
     fn wait_once(&mut self, timeout: Option<Duration>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
         self.cursor = 0;
         make_room(&mut self.ready, self.table.len());
-        // Asked before the wait, where the compiler can fold it into the
-        // wait's own choice of backend.
-        let tagged = backend.tags_events();
+        // Asked before the wait, next to the wait's own dispatch on the
+        // backend.
+        let tagged = backend.events_carry_tags();
         backend.wait(&mut self.ready, timeout)?;
         if tagged {
             // Each event names its registration: checked as it is taken.
@@ -110,14 +110,14 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// Keeps the ready entries of registrations older than `serial_limit`
     /// that are ready for one of their key's events, stamped with the
     /// registration's serial.
-    // Out of line: the backends that need it scan a table per wait anyway,
-    // and an epoll server's hot loop then does not carry it.
+    // Out of line: only the backends whose events carry no tags need it,
+    // and they scan a table per wait anyway.
     #[inline(never)]
     fn resolve_ready(&mut self, serial_limit: u64) -> usize {
         let table = &self.table;
         let keep = |r: &mut Ready, found: Option<&Slot<F, D>>| match found {
             Some(slot) if slot.serial < serial_limit => {
-                r.serial = tag(slot.serial);
+                r.tag = tag_of(slot.serial);
                 readiness(r.bits).intersects(slot.key.events)
             }
             _ => false,
@@ -164,7 +164,7 @@ impl<B: Backend, F: AsRawFd, D> Selector<B, F, D> {
     /// registered since are dropped, and the next `select` reports them.
     pub fn attach_wait(&mut self, wait: DetachedWait<B::Waiter>) -> Result<usize> {
         let backend = self.backend.as_mut().ok_or(Error::Closed)?;
-        let tagged = wait.waiter.tags_events();
+        let tagged = wait.waiter.events_carry_tags();
         backend.reattach(wait.waiter);
         self.ready = wait.ready;
         self.cursor = 0;

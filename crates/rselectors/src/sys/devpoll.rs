@@ -26,7 +26,10 @@
 //! The handle belongs to the process that first uses it (another gets
 //! `EACCES`), hence `O_CLOEXEC`.
 
-use super::{check_open, cvt, grow_cleared, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
+use super::{
+    check_open, cvt, grow_cleared, poll_bits, timeout_millis, Backend, BackendOps, ReadyList,
+    Waiter, WaiterOps,
+};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -70,7 +73,7 @@ const _: () = {
     assert!(size_of::<libc::pollfd>() == 8);
 };
 
-/// The `/dev/poll` backend of `DevpollSelector`.
+/// The `/dev/poll` backend of `DevpollSelector`. Opaque: see [`Backend`].
 #[derive(Debug)]
 pub struct DevpollBackend {
     /// Shared with detached waiters, so closing the selector while one
@@ -84,7 +87,8 @@ pub struct DevpollBackend {
     results: Vec<libc::pollfd>,
 }
 
-/// A detached `DP_POLL` on the selector's handle ([`Backend::detach`]).
+/// A detached `DP_POLL` on the selector's handle, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque.
 ///
 /// It polls the live set, but its results name descriptors only, so the
 /// selector drops those for registrations made after it was detached (as
@@ -183,9 +187,7 @@ impl DevpollBackend {
     }
 }
 
-impl Backend for DevpollBackend {
-    type Waiter = DevpollWaiter;
-
+impl BackendOps for DevpollBackend {
     fn open() -> io::Result<Self> {
         let fd = loop {
             // SAFETY: the path is a NUL-terminated string that open(2) only
@@ -263,7 +265,11 @@ impl Backend for DevpollBackend {
     }
 }
 
-impl Waiter for DevpollWaiter {
+impl Backend for DevpollBackend {
+    type Waiter = DevpollWaiter;
+}
+
+impl WaiterOps for DevpollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(
             self.dpfd.as_raw_fd(),
@@ -275,10 +281,12 @@ impl Waiter for DevpollWaiter {
     }
 }
 
+impl Waiter for DevpollWaiter {}
+
 #[cfg(test)]
 mod tests {
     use super::DevpollBackend;
-    use crate::sys::{readiness, Backend, ReadyList, Waiter};
+    use crate::sys::{readiness, BackendOps, ReadyList, WaiterOps};
     use crate::Events;
     use std::io::Write;
     use std::os::fd::AsRawFd;
@@ -287,10 +295,13 @@ mod tests {
 
     /// What one wait of at most 1 s reports, as (descriptor, events).
     fn wait(backend: &mut DevpollBackend) -> Vec<(i32, Events)> {
+        wait_for(backend, Duration::from_secs(1))
+    }
+
+    /// What one wait of at most `timeout` reports, as (descriptor, events).
+    fn wait_for(backend: &mut DevpollBackend, timeout: Duration) -> Vec<(i32, Events)> {
         let mut ready = ReadyList::default();
-        backend
-            .wait(&mut ready, Some(Duration::from_secs(1)))
-            .unwrap();
+        backend.wait(&mut ready, Some(timeout)).unwrap();
         ready
             .entries
             .iter()
@@ -298,19 +309,24 @@ mod tests {
             .collect()
     }
 
+    /// A backend watching the near end of a new socket pair for `events`;
+    /// returns it with both ends.
+    fn watching(events: Events) -> (DevpollBackend, UnixStream, UnixStream) {
+        let (near, far) = UnixStream::pair().unwrap();
+        let mut backend = DevpollBackend::open().unwrap();
+        backend.add(near.as_raw_fd(), events, 0).unwrap();
+        (backend, near, far)
+    }
+
     /// A narrower interest replaces the old one (POLLREMOVE first): a
     /// writable socket watched for reading only is not reported.
     #[test]
     fn modify_replaces_the_interest() {
-        let (near, mut far) = UnixStream::pair().unwrap();
+        let (mut backend, near, mut far) = watching(Events::READ | Events::WRITE);
         let fd = near.as_raw_fd();
-        let mut backend = DevpollBackend::open().unwrap();
-        backend.add(fd, Events::READ | Events::WRITE, 0).unwrap();
         assert_eq!(wait(&mut backend), [(fd, Events::WRITE)]);
         backend.modify(fd, Events::READ, 0).unwrap();
-        let mut ready = ReadyList::default();
-        backend.wait(&mut ready, Some(Duration::ZERO)).unwrap();
-        assert!(ready.entries.is_empty());
+        assert_eq!(wait_for(&mut backend, Duration::ZERO), []);
         far.write_all(b"x").unwrap();
         assert_eq!(wait(&mut backend), [(fd, Events::READ)]);
     }
@@ -318,30 +334,22 @@ mod tests {
     /// A removed descriptor is not reported.
     #[test]
     fn remove_stops_reports() {
-        let (near, _far) = UnixStream::pair().unwrap();
-        let fd = near.as_raw_fd();
-        let mut backend = DevpollBackend::open().unwrap();
-        backend.add(fd, Events::WRITE, 0).unwrap();
-        backend.remove(fd).unwrap();
-        let mut ready = ReadyList::default();
-        backend.wait(&mut ready, Some(Duration::ZERO)).unwrap();
-        assert!(ready.entries.is_empty());
+        let (mut backend, near, _far) = watching(Events::WRITE);
+        backend.remove(near.as_raw_fd()).unwrap();
+        assert_eq!(wait_for(&mut backend, Duration::ZERO), []);
     }
 
     /// A detached waiter polls the same handle with the moved buffer.
     #[test]
     fn a_detached_waiter_sees_the_set() {
-        let (near, _far) = UnixStream::pair().unwrap();
-        let fd = near.as_raw_fd();
-        let mut backend = DevpollBackend::open().unwrap();
-        backend.add(fd, Events::WRITE, 0).unwrap();
+        let (mut backend, near, _far) = watching(Events::WRITE);
         let mut waiter = backend.detach();
         let mut ready = ReadyList::default();
         waiter
             .wait(&mut ready, Some(Duration::from_secs(1)))
             .unwrap();
         assert_eq!(ready.entries.len(), 1);
-        assert_eq!(ready.entries[0].fd, fd);
+        assert_eq!(ready.entries[0].fd, near.as_raw_fd());
         backend.reattach(waiter);
         assert!(backend.results.capacity() >= 1);
     }

@@ -3,27 +3,29 @@
 //! selector's ready list (laid out as `epoll_event`s, see `Ready`), which
 //! keeps epoll's bits as they came (they are poll's).
 
-use super::{cvt, grow_cleared, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
+use super::{
+    cvt, grow_cleared, poll_bits, timeout_millis, Backend, BackendOps, ReadyList, Waiter, WaiterOps,
+};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The `epoll` backend of [`crate::EpollSelector`].
+/// The `epoll` backend of [`crate::EpollSelector`]. Opaque: see
+/// [`Backend`].
 #[derive(Debug)]
 pub struct EpollBackend {
     /// Shared with detached waiters, so closing the selector while one
     /// waits cannot close (and let the number be reused) under it.
     epfd: Arc<OwnedFd>,
     /// `epfd`'s number, copied here so that a wait or a `ctl` reads it
-    /// from the selector itself, not from the `Arc`'s allocation: one
-    /// dependent load less per call, a cache miss after the kernel's work
-    /// on a busy connection has evicted that line.
+    /// from the selector itself, not through the `Arc` on every call.
     epfd_raw: RawFd,
 }
 
-/// A detached `epoll_wait` ([`Backend::detach`]).
+/// A detached `epoll_wait`, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque.
 #[derive(Debug)]
 pub struct EpollWaiter {
     epfd: Arc<OwnedFd>,
@@ -84,9 +86,7 @@ impl EpollBackend {
     }
 }
 
-impl Backend for EpollBackend {
-    type Waiter = EpollWaiter;
-
+impl BackendOps for EpollBackend {
     fn open() -> io::Result<Self> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative return is a
         // new descriptor that nothing else owns, so OwnedFd may take it.
@@ -100,8 +100,7 @@ impl Backend for EpollBackend {
         "epoll"
     }
 
-    // Inlined into `register` (once per connection in a server): out of
-    // line it was a call with its own frame around the system call.
+    // Hot: once per connection, from `register`.
     #[inline]
     fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, tag)
@@ -111,7 +110,7 @@ impl Backend for EpollBackend {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, tag)
     }
 
-    fn tags_events(&self) -> bool {
+    fn events_carry_tags(&self) -> bool {
         true
     }
 
@@ -145,12 +144,18 @@ impl Backend for EpollBackend {
     fn reattach(&mut self, _waiter: EpollWaiter) {}
 }
 
-impl Waiter for EpollWaiter {
+impl Backend for EpollBackend {
+    type Waiter = EpollWaiter;
+}
+
+impl WaiterOps for EpollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(self.epfd.as_raw_fd(), ready, timeout)
     }
 
-    fn tags_events(&self) -> bool {
+    fn events_carry_tags(&self) -> bool {
         true
     }
 }
+
+impl Waiter for EpollWaiter {}

@@ -13,7 +13,7 @@
 //! of which filters a descriptor has: they set or delete both and let
 //! "no such filter" (`ENOENT`) pass, as deleting what is not there.
 
-use super::{cvt, grow_cleared, Backend, ReadyList, Waiter, MAX_WAIT};
+use super::{cvt, grow_cleared, Backend, BackendOps, ReadyList, Waiter, WaiterOps, MAX_WAIT};
 use crate::Events;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -36,7 +36,7 @@ const FILTERS: [(Events, Filter); 2] = [
     (Events::WRITE, libc::EVFILT_WRITE),
 ];
 
-/// The `kqueue` backend of `KqueueSelector`.
+/// The `kqueue` backend of `KqueueSelector`. Opaque: see [`Backend`].
 #[derive(Debug)]
 pub struct KqueueBackend {
     /// Shared with detached waiters, so closing the selector while one
@@ -49,8 +49,10 @@ pub struct KqueueBackend {
     events: EventBuffer,
 }
 
-/// A detached wait on the same kqueue ([`Backend::detach`]): it sees the
-/// live interest set, registrations made after it was detached included.
+/// A detached wait on the same kqueue, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque. It sees
+/// the live interest set, registrations made after it was detached
+/// included.
 #[derive(Debug)]
 pub struct KqueueWaiter {
     kq: Arc<OwnedFd>,
@@ -266,7 +268,7 @@ fn push_merged<T>(
             continue;
         };
         if let Some(last) = ready.entries.last_mut() {
-            if last.fd == fd && last.serial == tag && last.bits != bits {
+            if last.fd == fd && last.tag == tag && last.bits != bits {
                 last.bits |= bits;
                 continue;
             }
@@ -342,9 +344,7 @@ fn open_kqueue() -> io::Result<OwnedFd> {
     Ok(kq)
 }
 
-impl Backend for KqueueBackend {
-    type Waiter = KqueueWaiter;
-
+impl BackendOps for KqueueBackend {
     fn open() -> io::Result<Self> {
         let kq = open_kqueue()?;
         let kq_raw = kq.as_raw_fd();
@@ -401,7 +401,7 @@ impl Backend for KqueueBackend {
         first_error(errors, libc::ENOENT)
     }
 
-    fn tags_events(&self) -> bool {
+    fn events_carry_tags(&self) -> bool {
         true
     }
 
@@ -443,15 +443,21 @@ impl Backend for KqueueBackend {
     }
 }
 
-impl Waiter for KqueueWaiter {
+impl Backend for KqueueBackend {
+    type Waiter = KqueueWaiter;
+}
+
+impl WaiterOps for KqueueWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(self.kq.as_raw_fd(), &mut self.events, ready, timeout)
     }
 
-    fn tags_events(&self) -> bool {
+    fn events_carry_tags(&self) -> bool {
         true
     }
 }
+
+impl Waiter for KqueueWaiter {}
 
 #[cfg(test)]
 mod tests {
@@ -482,7 +488,7 @@ mod tests {
         let mut out: Vec<_> = ready
             .entries
             .iter()
-            .map(|r| (r.fd, readiness(r.bits), r.serial))
+            .map(|r| (r.fd, readiness(r.bits), r.tag))
             .collect();
         out.sort_by_key(|&(fd, _, tag)| (fd, tag));
         out

@@ -4,8 +4,15 @@
 //! with `add` / `modify` / `remove`, and `wait` makes exactly one system
 //! call and reports what came back as [`Events`]. Every rule of the API
 //! (validation, the key table, EINTR retries, masking) lives in
-//! [`crate::Selector`]; a kqueue, /dev/poll or io_uring backend is one more
-//! file implementing [`Backend`], plus its line in the list of `registry`.
+//! [`crate::Selector`]. A new backend (io_uring, …) is one more file
+//! implementing `BackendOps` and [`Backend`] (and `WaiterOps` and
+//! [`Waiter`] for its detached wait), plus its line in the list of
+//! `registry`.
+//!
+//! Not part of the API: public (and hidden) only for the users of
+//! `for_each_backend!` (this package's tests and benches), which name a
+//! backend by its module. The backend types the API needs are re-exported
+//! at the crate root, next to their aliases.
 
 use crate::Events;
 use std::io;
@@ -21,98 +28,134 @@ crate::for_each_backend!(registry::declare_modules);
 pub(crate) use registry::selector_aliases;
 pub use registry::{AnyBackend, AnyWaiter, BackendKind, UnknownBackend};
 
-/// A readiness mechanism of the operating system.
-pub trait Backend {
-    /// Opens the kernel object (if the mechanism has one).
-    fn open() -> io::Result<Self>
-    where
-        Self: Sized;
-
-    /// The mechanism's name: `"select"`, `"poll"`, `"epoll"`.
-    fn name(&self) -> &'static str;
-
-    /// The first descriptor the mechanism cannot watch, if there is one
-    /// (`FD_SETSIZE` for `select(2)`).
-    fn fd_limit(&self) -> Option<RawFd> {
-        None
-    }
-
-    /// Starts watching `fd` for `events`. The selector has checked that
-    /// `fd` is not negative, not watched yet, below [`Backend::fd_limit`],
-    /// and that `events` is a valid mask. `tag` names the registration; a
-    /// backend that can store it in the kernel reports it with each event
-    /// (see [`Backend::tags_events`]).
-    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
-
-    /// Changes the events of a watched `fd` (registered with `tag`).
-    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
-
-    /// Stops watching `fd`. The selector forgets the key whatever this
-    /// returns: the descriptor may have been closed already.
-    fn remove(&mut self, fd: RawFd) -> io::Result<()>;
-
-    /// Stops watching `fd`, which the caller is about to close. A backend
-    /// whose kernel forgets a descriptor at its last close (epoll) makes no
-    /// system call; the others `remove` it.
-    fn forget(&mut self, fd: RawFd) -> io::Result<()> {
-        self.remove(fd)
-    }
-
-    /// Waits up to `timeout` (`None`: forever) with one system call, and
-    /// pushes each ready descriptor once onto `ready` (which comes empty),
-    /// with the kernel's `poll(2)`-style bits as they came back. The
-    /// selector asks for at most 24.8 days (`c_int::MAX` ms) and waits
-    /// longer in turns; a backend cuts a longer `timeout` to that.
-    ///
-    /// The selector turns them into [`Events`] when the event is taken
-    /// (see `readiness`) and masks with the key. It gives `ready` room for
-    /// one entry per registration, so pushing never allocates.
-    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
-
-    /// The kernel object's descriptor (epoll's), if there is one.
-    fn fileno(&self) -> Option<RawFd> {
-        None
-    }
-
-    /// True if every event `wait` reports carries the `tag` of the
-    /// registration it belongs to ([`ReadyList::push_tagged`]), read back
-    /// from the kernel (epoll's event data). The selector then checks each
-    /// event against its registration lazily, as it is taken, instead of
-    /// looking every one up after the wait.
-    fn tags_events(&self) -> bool {
-        false
-    }
-
-    /// What [`Backend::detach`] hands out.
+/// The backend of a [`Selector<B, F, D>`](crate::Selector): the `B` of
+/// [`DefaultSelector`](crate::DefaultSelector) and the other aliases
+/// (`EpollSelector`, `PollSelector`, …), and of
+/// [`AnySelector`](crate::AnySelector) ([`AnyBackend`]).
+///
+/// Name it to write code generic over the backend (`fn serve<B:
+/// Backend>(sel: &mut Selector<B, F, D>)`); every operation is on the
+/// [`Selector`](crate::Selector). The trait is sealed: the backends are
+/// this crate's, one per readiness mechanism, so adding one, or changing
+/// what a backend and the selector tell each other, breaks no user.
+pub trait Backend: BackendOps {
+    /// What [`Selector::detach_wait`](crate::Selector::detach_wait) takes
+    /// out, inside a [`DetachedWait`](crate::DetachedWait).
     type Waiter: Waiter;
-
-    /// Takes out what a wait needs (the kernel object, or a snapshot of the
-    /// interest set) so that it can wait while the selector is used from
-    /// elsewhere: see [`crate::Selector::detach_wait`].
-    fn detach(&mut self) -> Self::Waiter;
-
-    /// Gives back the buffers of a detached waiter, for reuse.
-    fn reattach(&mut self, waiter: Self::Waiter);
 }
 
-/// A wait that runs without its selector ([`Backend::detach`]).
-pub trait Waiter: Send {
-    /// Like [`Backend::wait`].
-    fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
+/// The wait of a [`DetachedWait`](crate::DetachedWait): what a
+/// [`Backend`] hands out to wait without its selector. Sealed, as
+/// [`Backend`] is.
+pub trait Waiter: WaiterOps {}
 
-    /// As [`Backend::tags_events`]. A wait on the kernel's live interest
-    /// set (epoll) also reports registrations made after it was detached,
-    /// under their own tags; one on a snapshot (poll, select) reports, for
-    /// a number registered later, the file that had the number before.
-    fn tags_events(&self) -> bool {
-        false
+pub(crate) use ops::{BackendOps, WaiterOps};
+
+/// What a backend does, for the selector only: a private module, so that
+/// [`Backend`] and [`Waiter`] are sealed.
+mod ops {
+    use super::{Backend, ReadyList};
+    use crate::Events;
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::time::Duration;
+
+    /// A readiness mechanism of the operating system.
+    pub trait BackendOps {
+        /// Opens the kernel object (if the mechanism has one).
+        fn open() -> io::Result<Self>
+        where
+            Self: Sized;
+
+        /// The mechanism's name: `"select"`, `"poll"`, `"epoll"`.
+        fn name(&self) -> &'static str;
+
+        /// The first descriptor the mechanism cannot watch, if there is one
+        /// (`FD_SETSIZE` for `select(2)`).
+        fn fd_limit(&self) -> Option<RawFd> {
+            None
+        }
+
+        /// Starts watching `fd` for `events`. The selector has checked that
+        /// `fd` is not negative, not watched yet, below
+        /// [`BackendOps::fd_limit`], and that `events` is a valid mask.
+        /// `tag` names the registration; a backend that can store it in the
+        /// kernel reports it with each event (see
+        /// [`BackendOps::events_carry_tags`]).
+        fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
+
+        /// Changes the events of a watched `fd` (registered with `tag`).
+        fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()>;
+
+        /// Stops watching `fd`. The selector forgets the key whatever this
+        /// returns: the descriptor may have been closed already.
+        fn remove(&mut self, fd: RawFd) -> io::Result<()>;
+
+        /// Stops watching `fd`, which the caller is about to close. A backend
+        /// whose kernel forgets a descriptor at its last close (epoll) makes
+        /// no system call; the others `remove` it.
+        fn forget(&mut self, fd: RawFd) -> io::Result<()> {
+            self.remove(fd)
+        }
+
+        /// Waits up to `timeout` (`None`: forever) with one system call, and
+        /// pushes each ready descriptor once onto `ready` (which comes
+        /// empty), with the kernel's `poll(2)`-style bits as they came back.
+        /// The selector asks for at most 24.8 days (`c_int::MAX` ms) and
+        /// waits longer in turns; a backend cuts a longer `timeout` to that.
+        ///
+        /// The selector turns them into [`Events`] when the event is taken
+        /// (see `readiness`) and masks with the key. It gives `ready` room
+        /// for one entry per registration, so pushing never allocates.
+        fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
+
+        /// The kernel object's descriptor (epoll's), if there is one.
+        fn fileno(&self) -> Option<RawFd> {
+            None
+        }
+
+        /// True if every event `wait` reports carries the `tag` of the
+        /// registration it belongs to ([`ReadyList::push_tagged`]), read
+        /// back from the kernel (epoll's event data). The selector then
+        /// checks each event against its registration lazily, as it is
+        /// taken, instead of looking every one up after the wait.
+        fn events_carry_tags(&self) -> bool {
+            false
+        }
+
+        /// Takes out what a wait needs (the kernel object, or a snapshot of
+        /// the interest set) so that it can wait while the selector is used
+        /// from elsewhere: see [`crate::Selector::detach_wait`].
+        fn detach(&mut self) -> <Self as Backend>::Waiter
+        where
+            Self: Backend;
+
+        /// Gives back the buffers of a detached waiter, for reuse.
+        fn reattach(&mut self, waiter: <Self as Backend>::Waiter)
+        where
+            Self: Backend;
+    }
+
+    /// A wait that runs without its selector ([`BackendOps::detach`]).
+    pub trait WaiterOps: Send {
+        /// Like [`BackendOps::wait`].
+        fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()>;
+
+        /// As [`BackendOps::events_carry_tags`]. A wait on the kernel's live
+        /// interest set (epoll) also reports registrations made after it was
+        /// detached, under their own tags; one on a snapshot (poll, select)
+        /// reports, for a number registered later, the file that had the
+        /// number before.
+        fn events_carry_tags(&self) -> bool {
+            false
+        }
     }
 }
 
 /// One ready descriptor, as stored between `select()` and `next_ready()`.
 ///
 /// Laid out like the kernel's `struct epoll_event` whose data is
-/// `fd | serial << 32`, so that `epoll_wait` writes straight into the ready
+/// `fd | tag << 32`, so that `epoll_wait` writes straight into the ready
 /// list: no second buffer, no copy, and no pass over it either, since
 /// `bits` keeps the kernel's bits (epoll's and poll's are the same numbers)
 /// until the selector hands the event out. The other backends push entries.
@@ -133,11 +176,11 @@ pub(crate) struct Ready {
     _pad: MaybeUninit<[u32; READY_PAD]>,
     #[cfg(target_endian = "little")]
     pub(crate) fd: RawFd,
-    /// The low 32 bits of the serial of the registration the event was
-    /// for (two registrations of one number look alike only if exactly
-    /// 2^32 registrations lie between them while an event of the first is
-    /// still pending).
-    pub(crate) serial: u32,
+    /// The tag of the registration the event was for: the low 32 bits of
+    /// its serial (two registrations of one number look alike only if
+    /// exactly 2^32 registrations lie between them while an event of the
+    /// first is still pending).
+    pub(crate) tag: u32,
     #[cfg(target_endian = "big")]
     pub(crate) fd: RawFd,
 }
@@ -160,9 +203,9 @@ const _: () = {
     assert!(libc::EPOLLOUT == libc::POLLOUT as libc::c_int);
     let data = offset_of!(libc::epoll_event, u64);
     #[cfg(target_endian = "little")]
-    assert!(offset_of!(Ready, fd) == data && offset_of!(Ready, serial) == data + 4);
+    assert!(offset_of!(Ready, fd) == data && offset_of!(Ready, tag) == data + 4);
     #[cfg(target_endian = "big")]
-    assert!(offset_of!(Ready, serial) == data && offset_of!(Ready, fd) == data + 4);
+    assert!(offset_of!(Ready, tag) == data && offset_of!(Ready, fd) == data + 4);
 };
 
 // One entry per registration stays allocated: keep it small.
@@ -203,7 +246,7 @@ impl ReadyList {
             bits: u32::from(revents),
             _pad: MaybeUninit::uninit(),
             fd,
-            serial: tag,
+            tag,
         });
     }
 }
@@ -248,9 +291,8 @@ pub(crate) fn grow_cleared<T>(buffer: &mut Vec<T>, wanted: usize) {
     }
 }
 
-/// The growing of [`grow_cleared`], out of line: a wait's fast path then
-/// needs no registers for it.
-#[cold]
+/// The growing of [`grow_cleared`].
+#[cold] // once per new high of registrations
 #[inline(never)]
 fn reallocate<T>(buffer: &mut Vec<T>, wanted: usize) {
     *buffer = Vec::with_capacity(wanted.max(2 * buffer.capacity()));
@@ -275,7 +317,7 @@ pub(crate) fn timeout_millis(timeout: Option<Duration>) -> libc::c_int {
     match timeout {
         None => -1,
         Some(t) => {
-            // u64 arithmetic (u128 division is a libcall on x86-64).
+            // u64 arithmetic: `as_millis` would divide a u128.
             let ms = t
                 .as_secs()
                 .saturating_mul(1_000)
@@ -330,7 +372,7 @@ mod tests {
     }
 
     /// The run-time-chosen backend stays small (select's `fd_set`s are
-    /// boxed), so an `AnySelector`'s busy fields share few cache lines.
+    /// boxed), so an `AnySelector` is not the size of the largest backend.
     #[test]
     fn any_backend_is_small() {
         assert!(std::mem::size_of::<AnyBackend>() <= 128);

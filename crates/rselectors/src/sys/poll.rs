@@ -1,13 +1,16 @@
 //! `poll(2)`: one `pollfd` per descriptor, kept between calls.
 
-use super::{check_open, cvt, poll_bits, timeout_millis, Backend, ReadyList, Waiter};
+use super::{
+    check_open, cvt, poll_bits, timeout_millis, Backend, BackendOps, ReadyList, Waiter, WaiterOps,
+};
 use crate::fdmap::FdMap;
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// The `poll` backend of [`crate::PollSelector`].
+/// The `poll` backend of [`crate::PollSelector`]. Opaque: see
+/// [`Backend`].
 #[derive(Debug, Default)]
 pub struct PollBackend {
     pollfds: Vec<libc::pollfd>,
@@ -26,7 +29,8 @@ struct Snapshot {
     generation: u64,
 }
 
-/// A detached `poll`, over a snapshot of the interest set ([`Backend::detach`]).
+/// A detached `poll` over a snapshot of the interest set, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque.
 #[derive(Debug)]
 pub struct PollWaiter {
     snapshot: Snapshot,
@@ -68,9 +72,7 @@ fn not_watched() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOENT)
 }
 
-impl Backend for PollBackend {
-    type Waiter = PollWaiter;
-
+impl BackendOps for PollBackend {
     fn open() -> io::Result<Self> {
         Ok(PollBackend::default())
     }
@@ -100,7 +102,7 @@ impl Backend for PollBackend {
         Ok(())
     }
 
-    // Inlined into `unregister`: out of line, a call and a frame each time.
+    // Hot: once per connection, from `unregister`.
     #[inline(always)]
     fn remove(&mut self, fd: RawFd) -> io::Result<()> {
         let i = self.position.remove(fd).ok_or_else(not_watched)? as usize;
@@ -136,8 +138,14 @@ impl Backend for PollBackend {
     }
 }
 
-impl Waiter for PollWaiter {
+impl Backend for PollBackend {
+    type Waiter = PollWaiter;
+}
+
+impl WaiterOps for PollWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         wait_into(&mut self.snapshot.pollfds, ready, timeout)
     }
 }
+
+impl Waiter for PollWaiter {}

@@ -7,7 +7,7 @@
 //! [`AnyWaiter`] with their dispatch, the `…Selector` aliases, and the
 //! tests' per-backend instances. A new backend is its file plus one line.
 
-use super::{Backend, ReadyList, Waiter};
+use super::{Backend, BackendOps, ReadyList, Waiter, WaiterOps};
 use crate::Events;
 use std::io;
 use std::os::fd::RawFd;
@@ -41,8 +41,8 @@ macro_rules! for_each_backend {
             // condition, kind (name, file::type, alias[, boxed]).
             //
             // select is boxed in `AnyBackend`: its two `fd_set`s (256
-            // bytes) inline would spread every `AnySelector`'s busy fields
-            // over four more cache lines, for the backend used least.
+            // bytes) would make every `AnySelector` that large, for the
+            // backend used least.
             #[cfg(epoll)] Epoll("epoll", epoll::EpollBackend, EpollSelector);
             #[cfg(devpoll)] Devpoll("devpoll", devpoll::DevpollBackend, DevpollSelector);
             #[cfg(kqueue)] Kqueue("kqueue", kqueue::KqueueBackend, KqueueSelector);
@@ -85,10 +85,10 @@ macro_rules! stored {
 /// Opens a line's backend as [`AnyBackend`] stores it.
 macro_rules! open_stored {
     ([boxed] $ty:ty) => {
-        Box::new(<$ty as Backend>::open()?)
+        Box::new(<$ty as BackendOps>::open()?)
     };
     ([] $ty:ty) => {
-        <$ty as Backend>::open()?
+        <$ty as BackendOps>::open()?
     };
 }
 
@@ -103,7 +103,9 @@ macro_rules! declare_modules {
 }
 pub(crate) use declare_modules;
 
-/// `DefaultSelector` and one alias per backend (`EpollSelector`, …).
+/// `DefaultSelector`, one alias per backend (`EpollSelector`, …), and
+/// the backend and waiter types they name (`EpollBackend`, `EpollWaiter`,
+/// …).
 macro_rules! selector_aliases {
     (() $({
         [$($cfg:tt)*] [$($dflt:tt)*] $kind:ident $name:literal $module:ident $ty:ident $alias:ident $boxed:tt
@@ -112,6 +114,10 @@ macro_rules! selector_aliases {
             #[doc = concat!("A selector over `", $name, "`.")]
             #[cfg($($cfg)*)]
             pub type $alias<F, D> = $crate::Selector<$crate::sys::$module::$ty, F, D>;
+
+            // The backend and its waiter, the module's only public items.
+            #[cfg($($cfg)*)]
+            pub use $crate::sys::$module::*;
 
             /// The best selector this platform has, as CPython's
             /// `DefaultSelector` picks it (epoll, devpoll, kqueue, poll,
@@ -139,10 +145,7 @@ macro_rules! match_every {
 /// Like `match_every!` on an [`AnyBackend`], but with only the default
 /// backend's arm inlined where the call is, and the others behind one call
 /// out of line: a server on an [`AnySelector`](crate::AnySelector) then
-/// carries just its platform's backend in its hot loop. (Inlined, the
-/// scanning backends' `add`, `remove` and `wait`, select's `fd_set`s on the
-/// stack included, sat between its busy blocks and spread them over more
-/// instruction-cache lines.)
+/// carries just its platform's backend in its hot loop.
 macro_rules! match_default_inline {
     (($self:ident, $b:ident => $e:expr)
         $({ [$($cfg:tt)*] [$($dflt:tt)*] $kind:ident $($_:tt)* })*) => {
@@ -173,8 +176,9 @@ macro_rules! kinds_and_dispatch {
         [$($cfg:tt)*] [$($dflt:tt)*] $kind:ident $name:literal $module:ident $ty:ident $alias:ident $boxed:tt
     })*) => {
         /// The backends this platform has, by the names Python and the
-        /// command line use.
+        /// command line use. Non-exhaustive: a platform may gain one.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum BackendKind {
             $(
                 #[doc = concat!("`", $name, "`: [`", stringify!($alias), "`](crate::", stringify!($alias), ")")]
@@ -215,15 +219,17 @@ macro_rules! kinds_and_dispatch {
             }
         }
 
-        /// A backend chosen at run time ([`BackendKind`]); one `match` per call.
-        // A tag of its own: without it the compiler hides the variant in a
-        // niche of the poll backend's vectors, and every dispatch decodes it
-        // (measured: +15 instructions per connection in the echo server).
+        /// The backend of [`AnySelector`](crate::AnySelector), chosen at
+        /// run time by [`BackendKind`]. Opaque: its variants are not part
+        /// of the API.
+        // Hot: one dispatch per call. A tag byte of its own, so that the
+        // dispatch reads a byte rather than decoding a niche.
         #[derive(Debug)]
         #[repr(u8)]
+        #[non_exhaustive]
         pub enum AnyBackend {
             $(
-                #[doc = concat!("`", $name, "`")]
+                #[doc(hidden)]
                 #[cfg($($cfg)*)]
                 $kind(stored!($boxed $crate::sys::$module::$ty)),
             )*
@@ -231,7 +237,7 @@ macro_rules! kinds_and_dispatch {
 
         impl AnyBackend {
             /// Opens the backend of that kind.
-            pub fn open_kind(kind: BackendKind) -> io::Result<Self> {
+            pub(crate) fn open_kind(kind: BackendKind) -> io::Result<Self> {
                 Ok(match kind {
                     $(
                         #[cfg($($cfg)*)]
@@ -243,15 +249,16 @@ macro_rules! kinds_and_dispatch {
             }
         }
 
-        /// The [`Waiter`] of an [`AnyBackend`].
+        /// The [`Waiter`] of an [`AnyBackend`]. Opaque, as it is.
         // The select variant is two fd_sets (256 bytes); boxing it would cost
         // an allocation per detached wait, which is what the variant exists
         // to avoid.
         #[allow(clippy::large_enum_variant)]
         #[derive(Debug)]
+        #[non_exhaustive]
         pub enum AnyWaiter {
             $(
-                #[doc = concat!("`", $name, "`")]
+                #[doc(hidden)]
                 #[cfg($($cfg)*)]
                 $kind(<$crate::sys::$module::$ty as Backend>::Waiter),
             )*
@@ -259,7 +266,9 @@ macro_rules! kinds_and_dispatch {
 
         impl Backend for AnyBackend {
             type Waiter = AnyWaiter;
+        }
 
+        impl BackendOps for AnyBackend {
             fn detach(&mut self) -> AnyWaiter {
                 match self {
                     $(
@@ -299,8 +308,8 @@ macro_rules! kinds_and_dispatch {
                 crate::for_each_backend!(match_default_inline, self, b => b.modify(fd, events, tag))
             }
             #[inline]
-            fn tags_events(&self) -> bool {
-                crate::for_each_backend!(match_every, self, AnyBackend, b => b.tags_events())
+            fn events_carry_tags(&self) -> bool {
+                crate::for_each_backend!(match_every, self, AnyBackend, b => b.events_carry_tags())
             }
             #[inline]
             fn remove(&mut self, fd: RawFd) -> io::Result<()> {
@@ -323,12 +332,14 @@ macro_rules! kinds_and_dispatch {
 
 crate::for_each_backend!(kinds_and_dispatch);
 
-impl Waiter for AnyWaiter {
+impl Waiter for AnyWaiter {}
+
+impl WaiterOps for AnyWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         crate::for_each_backend!(match_every, self, AnyWaiter, w => w.wait(ready, timeout))
     }
-    fn tags_events(&self) -> bool {
-        crate::for_each_backend!(match_every, self, AnyWaiter, w => w.tags_events())
+    fn events_carry_tags(&self) -> bool {
+        crate::for_each_backend!(match_every, self, AnyWaiter, w => w.events_carry_tags())
     }
 }
 

@@ -1,12 +1,14 @@
 //! `select(2)`: two `fd_set`s, limited to descriptors below `FD_SETSIZE`.
 
-use super::{check_open, cvt, Backend, ReadyList, Waiter, MAX_WAIT};
+use super::{check_open, cvt, Backend, BackendOps, ReadyList, Waiter, WaiterOps, MAX_WAIT};
 use crate::Events;
+use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-/// The `select` backend of [`crate::SelectSelector`].
+/// The `select` backend of [`crate::SelectSelector`]. Opaque: see
+/// [`Backend`].
 pub struct SelectBackend {
     readers: libc::fd_set,
     writers: libc::fd_set,
@@ -14,12 +16,18 @@ pub struct SelectBackend {
     max_fd: RawFd,
 }
 
-impl std::fmt::Debug for SelectBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelectBackend")
-            .field("max_fd", &self.max_fd)
-            .finish_non_exhaustive()
+impl fmt::Debug for SelectBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_sets(f, "SelectBackend", self.max_fd)
     }
+}
+
+/// The `Debug` of the backend and of its waiter: the highest descriptor,
+/// not the 256 bytes of the sets.
+fn debug_sets(f: &mut fmt::Formatter<'_>, name: &str, max_fd: RawFd) -> fmt::Result {
+    f.debug_struct(name)
+        .field("max_fd", &max_fd)
+        .finish_non_exhaustive()
 }
 
 const LIMIT: RawFd = libc::FD_SETSIZE as RawFd;
@@ -31,7 +39,7 @@ fn empty_set() -> libc::fd_set {
 }
 
 /// Every call below takes `fd` in `0..FD_SETSIZE`: the selector refuses other
-/// descriptors at `register` (see [`Backend::fd_limit`]), and the debug
+/// descriptors at `register` (see `BackendOps::fd_limit`), and the debug
 /// assertion keeps that promise visible.
 fn set(set: &mut libc::fd_set, fd: RawFd, on: bool) {
     debug_assert!((0..LIMIT).contains(&fd));
@@ -58,9 +66,7 @@ impl SelectBackend {
     }
 }
 
-impl Backend for SelectBackend {
-    type Waiter = SelectWaiter;
-
+impl BackendOps for SelectBackend {
     fn open() -> io::Result<Self> {
         Ok(SelectBackend {
             readers: empty_set(),
@@ -126,8 +132,14 @@ impl Backend for SelectBackend {
     fn reattach(&mut self, _waiter: SelectWaiter) {}
 }
 
-/// A detached `select`: a copy of the two sets ([`Backend::detach`]).
-/// The sets are copied for every wait anyway (select(2) overwrites them).
+impl Backend for SelectBackend {
+    type Waiter = SelectWaiter;
+}
+
+/// A detached `select`, from
+/// [`Selector::detach_wait`](crate::Selector::detach_wait). Opaque: a copy
+/// of the two sets, which every wait copies anyway (select(2) overwrites
+/// them).
 #[derive(Clone, Copy)]
 pub struct SelectWaiter {
     readers: libc::fd_set,
@@ -135,15 +147,13 @@ pub struct SelectWaiter {
     max_fd: RawFd,
 }
 
-impl std::fmt::Debug for SelectWaiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelectWaiter")
-            .field("max_fd", &self.max_fd)
-            .finish_non_exhaustive()
+impl fmt::Debug for SelectWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_sets(f, "SelectWaiter", self.max_fd)
     }
 }
 
-impl Waiter for SelectWaiter {
+impl WaiterOps for SelectWaiter {
     fn wait(&mut self, ready: &mut ReadyList, timeout: Option<Duration>) -> io::Result<()> {
         let (mut readable, mut writable) = (self.readers, self.writers);
         // Round up to the microsecond; cut to MAX_WAIT as poll and epoll
@@ -189,3 +199,5 @@ impl Waiter for SelectWaiter {
         Ok(())
     }
 }
+
+impl Waiter for SelectWaiter {}

@@ -8,7 +8,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use rselectors::{AnyBackend, Backend, BackendKind, Events, Fd, Selector};
+use rselectors::{AnyBackend, AnySelector, Backend, BackendKind, Events, Fd, Selector};
 use std::cell::Cell;
 use std::io::{PipeReader, PipeWriter};
 use std::marker::PhantomData;
@@ -25,8 +25,8 @@ pub trait BackendUnderTest: 'static {
     /// Which mechanism it is, for the few places where backends differ
     /// legitimately (as they do in CPython).
     const KIND: BackendKind;
-    /// Opens a fresh backend.
-    fn open_backend() -> Self::Backend;
+    /// Opens a selector over a fresh backend.
+    fn open<F: AsRawFd, D>() -> Selector<Self::Backend, F, D>;
 }
 
 /// The backend `B` itself (`EpollSelector`, …).
@@ -43,8 +43,8 @@ macro_rules! under_test {
             impl BackendUnderTest for Direct<rselectors::sys::$module::$ty> {
                 type Backend = rselectors::sys::$module::$ty;
                 const KIND: BackendKind = BackendKind::$kind;
-                fn open_backend() -> Self::Backend {
-                    <Self::Backend as Backend>::open().expect("open backend")
+                fn open<F: AsRawFd, D>() -> Selector<Self::Backend, F, D> {
+                    Selector::new().expect("open backend")
                 }
             }
 
@@ -52,8 +52,8 @@ macro_rules! under_test {
             impl BackendUnderTest for AnyOf<rselectors::sys::$module::$ty> {
                 type Backend = AnyBackend;
                 const KIND: BackendKind = BackendKind::$kind;
-                fn open_backend() -> AnyBackend {
-                    AnyBackend::open_kind(Self::KIND).expect("open backend")
+                fn open<F: AsRawFd, D>() -> AnySelector<F, D> {
+                    AnySelector::with_kind(Self::KIND).expect("open backend")
                 }
             }
         )*
@@ -117,7 +117,7 @@ pub fn quirks(kind: BackendKind) -> Quirks {
 
 /// A new selector over `M`'s backend.
 pub fn open<M: BackendUnderTest, F: AsRawFd, D>() -> Selector<M::Backend, F, D> {
-    Selector::with_backend(M::open_backend())
+    M::open()
 }
 
 /// Instantiates generic test bodies `fn name<M: BackendUnderTest>()` once

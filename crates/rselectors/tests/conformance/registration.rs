@@ -1,16 +1,17 @@
 //! `register`, `unregister` and `modify`: CPython's `test_register`,
 //! `test_unregister*`, `test_modify*` and `EpollSelectorTestCase.test_register_file`.
+//! `test_modify`'s and `test_modify_unregister`'s counts of system calls
+//! need a test backend, which only the crate can make: they are unit tests
+//! (`src/selector/system_calls.rs`).
 
 use crate::common::{
     by_fd, dup2_onto, open, pipe, quirks, raw, select_all, socketpair, BackendUnderTest, ClosedFile,
 };
-use rselectors::{Backend, Error, ErrorKind, Events, Fd, Selector};
+use rselectors::{Error, ErrorKind, Events, Fd};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(5);
@@ -50,8 +51,6 @@ crate::per_backend!(
     unregister_after_fd_close,
     unregister_after_fd_close_and_reuse,
     modify_events_and_data,
-    modify_data_only_makes_no_system_call,
-    modify_refused_by_the_os_unregisters,
     modify_unregistered_with_bad_mask_is_key_error,
     lookups_of_a_negative_fd_are_value_errors,
     modify_on_fd_closed_behind_the_back: exclusive,
@@ -317,136 +316,6 @@ fn lookups_of_a_negative_fd_are_value_errors<M: BackendUnderTest>() {
         sel.modify(-1, Events::READ, ()).unwrap_err().kind(),
         ErrorKind::Value
     );
-}
-
-/// What [`Counting`] saw, and whether its `modify` should fail.
-#[derive(Default)]
-struct Calls {
-    add: AtomicUsize,
-    modify: AtomicUsize,
-    remove: AtomicUsize,
-    fail_modify: AtomicBool,
-}
-
-/// A backend that counts the calls the front makes and can refuse
-/// `modify`: CPython's `test_modify` and `test_modify_unregister` use
-/// `unittest.mock` for the same purpose.
-struct Counting<B> {
-    inner: B,
-    calls: Arc<Calls>,
-}
-
-impl<B: Backend> Counting<B> {
-    fn wrap(inner: B) -> (Self, Arc<Calls>) {
-        let calls = Arc::new(Calls::default());
-        let wrapped = Counting {
-            inner,
-            calls: Arc::clone(&calls),
-        };
-        (wrapped, calls)
-    }
-}
-
-impl<B: Backend> Backend for Counting<B> {
-    type Waiter = B::Waiter;
-
-    fn open() -> io::Result<Self> {
-        Ok(Counting::wrap(B::open()?).0)
-    }
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn fd_limit(&self) -> Option<RawFd> {
-        self.inner.fd_limit()
-    }
-    fn add(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
-        self.calls.add.fetch_add(1, Ordering::SeqCst);
-        self.inner.add(fd, events, tag)
-    }
-    fn modify(&mut self, fd: RawFd, events: Events, tag: u32) -> io::Result<()> {
-        self.calls.modify.fetch_add(1, Ordering::SeqCst);
-        if self.calls.fail_modify.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
-        }
-        self.inner.modify(fd, events, tag)
-    }
-    fn remove(&mut self, fd: RawFd) -> io::Result<()> {
-        self.calls.remove.fetch_add(1, Ordering::SeqCst);
-        self.inner.remove(fd)
-    }
-    fn wait(
-        &mut self,
-        ready: &mut rselectors::ReadyList,
-        timeout: Option<Duration>,
-    ) -> io::Result<()> {
-        self.inner.wait(ready, timeout)
-    }
-    fn fileno(&self) -> Option<RawFd> {
-        self.inner.fileno()
-    }
-    fn tags_events(&self) -> bool {
-        self.inner.tags_events()
-    }
-    fn detach(&mut self) -> B::Waiter {
-        self.inner.detach()
-    }
-    fn reattach(&mut self, waiter: B::Waiter) {
-        self.inner.reattach(waiter)
-    }
-}
-
-/// A selector over `M`'s backend wrapped in [`Counting`].
-type Counted<M, D> = Selector<Counting<<M as BackendUnderTest>::Backend>, UnixStream, D>;
-
-fn counted<M: BackendUnderTest, D>() -> (Counted<M, D>, Arc<Calls>) {
-    let (backend, calls) = Counting::wrap(M::open_backend());
-    (Selector::with_backend(backend), calls)
-}
-
-/// CPython's `test_modify` "shortcut": a change of data alone makes no
-/// system call (and the key keeps its events).
-fn modify_data_only_makes_no_system_call<M: BackendUnderTest>() {
-    let (mut sel, calls) = counted::<M, u32>();
-    let (rd, _wr) = socketpair();
-    let fd = rd.as_raw_fd();
-    sel.register(rd, Events::READ, 1).unwrap();
-    assert_eq!(calls.add.load(Ordering::SeqCst), 1);
-
-    assert_eq!(sel.modify(fd, Events::READ, 2).unwrap().data, 2);
-    sel.modify_events(fd, Events::READ).unwrap();
-    *sel.get_key_mut(fd).unwrap().data = 3;
-    assert_eq!(calls.modify.load(Ordering::SeqCst), 0);
-
-    sel.modify(fd, Events::WRITE, 4).unwrap();
-    assert_eq!(calls.modify.load(Ordering::SeqCst), 1);
-    assert_eq!(calls.remove.load(Ordering::SeqCst), 0);
-}
-
-/// CPython's `test_modify_unregister` (bpo-30014): when the OS refuses the
-/// new events, the fd is unregistered, from the table and from the OS.
-fn modify_refused_by_the_os_unregisters<M: BackendUnderTest>() {
-    let (mut sel, calls) = counted::<M, ()>();
-    let (rd, mut peer) = socketpair();
-    let fd = rd.as_raw_fd();
-    sel.register(rd, Events::READ, ()).unwrap();
-    assert_eq!(sel.len(), 1);
-    calls.fail_modify.store(true, Ordering::SeqCst);
-
-    let error = sel.modify(fd, Events::WRITE, ()).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Os);
-    assert_eq!(error.raw_os_error(), Some(libc::ENOMEM));
-    assert_eq!(sel.len(), 0);
-    assert!(matches!(sel.get_key(fd), Err(Error::NotRegistered(_))));
-    assert_eq!(calls.remove.load(Ordering::SeqCst), 1);
-    // The key was dropped, and with it the socket the selector owned.
-    let mut buf = [0; 1];
-    assert_eq!(
-        peer.read(&mut buf).unwrap(),
-        0,
-        "the owned socket is closed"
-    );
-    let _ = peer.write_all(b"x");
-    assert_eq!(sel.select(Some(Duration::ZERO)).unwrap(), 0);
 }
 
 /// The same with a real refusal: an fd closed behind the selector's back.
