@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 ///
 /// The core owns one per registration; the descriptor is never asked for
 /// again, so a file object closed since still unregisters by its number.
+#[derive(Debug)]
 pub(crate) struct PyFileObj {
     /// The object the caller registered (kept for lookups by identity).
     pub(crate) obj: Py<PyAny>,
@@ -25,6 +26,7 @@ impl AsRawFd for PyFileObj {
 }
 
 /// A descriptor number as CPython's `_fileobj_to_fd` returns it.
+#[derive(Debug)]
 pub(crate) enum FdNumber<'py> {
     /// One that fits a C int, as the core and the kernel take it.
     Fd(RawFd),

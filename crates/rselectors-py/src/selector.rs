@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 /// The native selector. Python subclasses name their backend in the class
 /// attribute `_backend` (a name of `BACKENDS`, or `"default"`).
 #[pyclass(subclass, module = "rselectors._rselectors", name = "_Selector")]
+#[derive(Debug)]
 pub(crate) struct PySelector {
     /// The data of each registration is its `SelectorKey` tuple.
     inner: AnySelector<PyFileObj, Py<PyAny>>,

@@ -238,6 +238,7 @@ fn poller_ms(ms: i64, ms_min: i64) -> PyResult<Option<Duration>> {
 
 /// What `timeout <= 0` and `math.ceil(timeout * 1e3)` give for a plain
 /// number.
+#[derive(Debug)]
 enum Plain {
     /// Not an exact float, int or bool: Python does the arithmetic.
     Other,
@@ -347,7 +348,7 @@ fn ns_from_i64(py: Python<'_>, value: i64, unit: i64) -> PyResult<i64> {
 }
 
 /// Which of the interpreter's two messages a `_PyTime_t` overflow has.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Overflow {
     /// An int past int64 nanoseconds.
     Int,

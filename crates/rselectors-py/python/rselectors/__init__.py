@@ -23,8 +23,8 @@ __all__ = [
     "EVENT_WRITE",
     "SelectorKey",
     "BaseSelector",
-    "SelectSelector",
     "DefaultSelector",
+    # and the class of each backend this platform has (below)
 ]
 
 
@@ -103,62 +103,39 @@ class _RustSelector(_rselectors._Selector, BaseSelector):
             return None
 
 
-# The backends this platform has (the core's BACKENDS), and CPython's class
-# for each: a class exists exactly where the standard library has it.
-class SelectSelector(_RustSelector):
-    """Select-based selector."""
-
-    _backend = "select"
-
-
-if "poll" in _rselectors.BACKENDS:
-
-    class PollSelector(_RustSelector):
-        """Poll-based selector."""
-
-        _backend = "poll"
-
-    __all__.append("PollSelector")
+# CPython's class for each backend, with its docstring: a class exists
+# exactly where the standard library has it, that is for the backends this
+# platform has (the core's BACKENDS). Those over a kernel object (epoll,
+# /dev/poll, kqueue) have fileno(), as CPython's.
+_CLASSES = (
+    # name, backend, docstring, fileno()
+    ("SelectSelector", "select", "Select-based selector.", False),
+    ("PollSelector", "poll", "Poll-based selector.", False),
+    ("EpollSelector", "epoll", "Epoll-based selector.", True),
+    ("DevpollSelector", "devpoll", "Solaris /dev/poll selector.", True),
+    ("KqueueSelector", "kqueue", "Kqueue-based selector.", True),
+)
 
 
-if "epoll" in _rselectors.BACKENDS:
-
-    class EpollSelector(_RustSelector):
-        """Epoll-based selector."""
-
-        _backend = "epoll"
-        fileno = _rselectors._Selector._fileno
-
-    __all__.append("EpollSelector")
-
-
-if "devpoll" in _rselectors.BACKENDS:
-
-    class DevpollSelector(_RustSelector):
-        """Solaris /dev/poll selector."""
-
-        _backend = "devpoll"
-        fileno = _rselectors._Selector._fileno
-
-    __all__.append("DevpollSelector")
-
-
-if "kqueue" in _rselectors.BACKENDS:
-
-    class KqueueSelector(_RustSelector):
-        """Kqueue-based selector."""
-
-        _backend = "kqueue"
-        fileno = _rselectors._Selector._fileno
-
-    __all__.append("KqueueSelector")
+def _define_classes():
+    """Defines the classes of ``_CLASSES`` this platform has, in this
+    module and in ``__all__``; returns them by backend name."""
+    classes = {}
+    for name, backend, doc, has_fileno in _CLASSES:
+        if backend not in _rselectors.BACKENDS:
+            continue
+        namespace = {"__doc__": doc, "__module__": __name__, "_backend": backend}
+        if has_fileno:
+            namespace["fileno"] = _rselectors._Selector._fileno
+        # The metaclass of _RustSelector (BaseSelector's ABCMeta) builds it.
+        cls = type(_RustSelector)(name, (_RustSelector,), namespace)
+        globals()[name] = cls
+        __all__.append(name)
+        classes[backend] = cls
+    return classes
 
 
 # The core's default is CPython's choice: epoll, devpoll, kqueue, poll,
 # select, the first the platform has (no platform has kqueue beside epoll
 # or /dev/poll, so CPython's order, kqueue first, picks the same).
-DefaultSelector = {
-    cls._backend: cls
-    for cls in _RustSelector.__subclasses__()
-    if cls._backend in _rselectors.BACKENDS
-}[_rselectors.DEFAULT_BACKEND]
+DefaultSelector = _define_classes()[_rselectors.DEFAULT_BACKEND]
