@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// The file objects: the listening socket or a client connection.
+#[derive(Debug)]
 pub enum Socket {
     /// The listening socket.
     Server(TcpListener),
@@ -39,6 +40,7 @@ impl AsRawFd for Socket {
 }
 
 /// What to do when a socket is ready: the seed's callbacks, as `key.data`.
+#[derive(Debug)]
 pub enum Callback {
     /// `accept(sock, mask)`: a client is connecting.
     Accept,
