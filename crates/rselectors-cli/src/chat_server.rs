@@ -68,6 +68,9 @@ pub struct ChatClient {
     /// discarded, and the connection is closed at end of input or at this
     /// instant, whichever comes first.
     closing_deadline: Option<Instant>,
+    /// Its end of input was read, for this reason: the server closes it
+    /// once it has had the round's lines so far.
+    left: Option<&'static str>,
     /// Whole lines taken from it (wrapping): its input's progress.
     lines_taken: u32,
     /// `lines_taken` at the last memory check, if an unfinished line was
@@ -92,6 +95,7 @@ impl Client for ChatClient {
             traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,
+            left: None,
             lines_taken: 0,
             lines_seen: None,
             had: *batch_len,
@@ -159,8 +163,8 @@ impl ChatClient {
 
     /// Handles a client's `readiness`, as far as the client alone is
     /// concerned: writes what is queued, reads what came. `None` when it
-    /// read bytes for the server to take lines from (see
-    /// [`ChatServer::take_lines`]).
+    /// read bytes for the server to take lines from, or its end of input
+    /// (see [`ChatServer::take_lines`]).
     fn ready(
         &mut self,
         Readiness { registered, ready }: Readiness,
@@ -189,11 +193,11 @@ impl ChatClient {
                 }
                 Ok(Received::WouldBlock) => {}
                 Ok(Received::Eof) => {
-                    let reason = match self.closing_deadline {
+                    self.left = Some(match self.closing_deadline {
                         Some(_) => "closed after the error",
                         None => "closed by peer",
-                    };
-                    return Some(self.leave(reason, tick, stats));
+                    });
+                    return None;
                 }
                 Err(e) => return Some(Next::Failed(e)),
             }
@@ -211,12 +215,35 @@ impl ChatClient {
         }
         Next::wait_or_close(interest, "done")
     }
+}
 
-    /// It leaves: one last attempt to send what it has not received yet.
-    fn leave(&mut self, reason: &'static str, tick: u16, stats: &mut Stats) -> Next {
-        let _ = self.flush(tick, stats);
-        Next::Close(reason)
+/// Sends `messages` to `client`, registered for `registered`, unless it
+/// is closing after an error; cuts it off if its backlog passes
+/// `max_backlog`.
+fn give(
+    client: &mut ChatClient,
+    registered: Events,
+    stats: &mut Stats,
+    messages: &[u8],
+    tick: u16,
+    max_backlog: usize,
+) -> Next {
+    if messages.is_empty() || client.closing_deadline.is_some() {
+        return Next::Keep;
     }
+    if let Err(e) = client.send(messages, tick, stats) {
+        return Next::Failed(e);
+    }
+    let backlog = client.conn.pending();
+    if backlog > max_backlog {
+        warning!(
+            "cutting off {}: {backlog} bytes wait to be sent to it, over the \
+             limit of {max_backlog} (--max-backlog); it is not reading",
+            client.peer,
+        );
+        return Next::Close("backlog over the limit");
+    }
+    client.next(registered)
 }
 
 /// What the loops of `--threads` post to each other: bytes for all their
@@ -311,8 +338,12 @@ impl<'a> ChatServer<'a> {
     fn woken(&mut self) {
         let mut inbox = mem::take(&mut self.inbox);
         self.link.take_inbox(&mut inbox);
-        for batch in inbox.drain(..) {
-            self.add_to_batch(&batch);
+        if !inbox.is_empty() {
+            // This loop's lines so far first, then the others' as posted.
+            self.deliver_batch();
+            for batch in inbox.drain(..) {
+                self.deliver_to_all(&batch);
+            }
         }
         self.inbox = inbox;
         if let Some(reason) = self.link.stop_reason() {
@@ -364,6 +395,9 @@ impl<'a> ChatServer<'a> {
         let Some(client) = self.server.client_mut(fd) else {
             return;
         };
+        if let Some(reason) = client.left {
+            return self.leave(fd, reason);
+        }
         let peer = client.peer;
         let mut lines = mem::take(&mut client.lines);
         let mut leaving = None;
@@ -376,15 +410,12 @@ impl<'a> ChatServer<'a> {
                     return ControlFlow::Break(());
                 }
             };
-            self.broadcast(peer, line);
             taken = taken.wrapping_add(1);
-            match self.server.client_mut(fd) {
-                Some(client) => {
-                    client.conn.touch(tick); // a whole line: activity
-                    ControlFlow::Continue(())
-                }
-                None => ControlFlow::Break(()), // cut off during the broadcast
+            let delivered = self.broadcast(peer, line);
+            if delivered && self.server.client(fd).is_none() {
+                return ControlFlow::Break(()); // cut off by the delivery
             }
+            ControlFlow::Continue(())
         });
         if let Some(reason) = leaving {
             self.leave(fd, reason);
@@ -393,7 +424,9 @@ impl<'a> ChatServer<'a> {
         } else if let Some(client) = self.server.client_mut(fd) {
             client.lines = lines;
             client.lines_taken = client.lines_taken.wrapping_add(taken);
-            if taken == 0 {
+            if taken > 0 {
+                client.conn.touch(tick); // whole lines: activity
+            } else {
                 // No delivery to it set its events after its write.
                 self.server.update_interest(fd, true, "done");
             }
@@ -402,25 +435,29 @@ impl<'a> ChatServer<'a> {
 
     /// Sends `your msg = <line> from <peer>` to every client: this loop's
     /// with the round's batch, the other loops' at the end of the round.
-    fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) {
+    /// True if the batch went out (a delivery may cut clients off).
+    fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) -> bool {
         let mut message = mem::take(&mut self.message);
         message.clear();
         chat_protocol::write_message(&mut message, line, peer);
-        self.add_to_batch(&message);
         if self.link.has_others() {
             self.outgoing.extend_from_slice(&message);
         }
+        let delivered = self.add_to_batch(&message);
         self.message = message;
+        delivered
     }
 
     /// Adds `messages` to the round's batch for this loop's clients; a full
-    /// batch goes out at once.
-    fn add_to_batch(&mut self, messages: &[u8]) {
+    /// batch goes out at once (then true).
+    fn add_to_batch(&mut self, messages: &[u8]) -> bool {
         self.batch.extend_from_slice(messages);
         *self.server.context_mut() = self.batch.len();
-        if self.batch.len() >= ROUND_BATCH {
-            self.deliver_batch();
+        if self.batch.len() < ROUND_BATCH {
+            return false;
         }
+        self.deliver_batch();
+        true
     }
 
     /// Gives every client of this loop what it has not had of the round's
@@ -435,7 +472,11 @@ impl<'a> ChatServer<'a> {
             self.catch_up(fd, 0);
         }
         self.fds = fds;
-        self.batch.empty();
+        if self.batch.capacity() > 2 * ROUND_BATCH {
+            self.batch.clear(); // a batch past its cap (a line of up to MAX_LINE)
+        } else {
+            self.batch.empty();
+        }
         *self.server.context_mut() = 0;
         // The batch may have been copied to many backlogs.
         self.server.end_round();
@@ -445,40 +486,48 @@ impl<'a> ChatServer<'a> {
     /// (then it has had `had` of it), cutting it off if its backlog passes
     /// the limit.
     fn catch_up(&mut self, fd: RawFd, had: usize) {
-        let tick = self.server.tick();
         let batch = self.batch.as_slice();
-        let max_backlog = self.max_backlog;
+        let (tick, max_backlog) = (self.server.tick(), self.max_backlog);
         self.server.handle_client(fd, |client, registered, stats| {
             let unsent = &batch[client.had.min(batch.len())..];
             client.had = had;
-            if unsent.is_empty() || client.closing_deadline.is_some() {
-                return Next::Keep;
-            }
-            if let Err(e) = client.send(unsent, tick, stats) {
-                return Next::Failed(e);
-            }
-            let backlog = client.conn.pending();
-            if backlog > max_backlog {
-                warning!(
-                    "cutting off {}: {backlog} bytes wait to be sent to it, over the \
-                     limit of {max_backlog} (--max-backlog); it is not reading",
-                    client.peer,
-                );
-                return Next::Close("backlog over the limit");
-            }
-            client.next(registered)
+            give(client, registered, stats, unsent, tick, max_backlog)
         });
+    }
+
+    /// Sends `messages` to every client of this loop (lines another loop
+    /// posted: every client here has had none of them).
+    fn deliver_to_all(&mut self, messages: &[u8]) {
+        let (tick, max_backlog) = (self.server.tick(), self.max_backlog);
+        let mut fds = mem::take(&mut self.fds);
+        self.server.client_fds(&mut fds);
+        for &fd in &fds {
+            self.server.handle_client(fd, |client, registered, stats| {
+                give(client, registered, stats, messages, tick, max_backlog)
+            });
+        }
+        self.fds = fds;
+        self.server.end_round();
     }
 
     /// Closes a client that asked to leave, after one last attempt to send
     /// what it has not received yet.
     fn leave(&mut self, fd: RawFd, reason: &'static str) {
-        self.catch_up(fd, self.batch.len());
         let tick = self.server.tick();
-        if let Some((client, stats)) = self.server.client_io(fd) {
-            let _ = client.leave(reason, tick, stats);
-        }
-        self.server.close_client(fd, reason);
+        let batch = self.batch.as_slice();
+        self.server.handle_client(fd, |client, _, stats| {
+            let unsent = &batch[client.had.min(batch.len())..];
+            // Errors are moot: it is closing.
+            if client.closing_deadline.is_none() && client.conn.pending() == 0 {
+                let _ = client.send(unsent, tick, stats);
+            } else {
+                if client.closing_deadline.is_none() {
+                    client.conn.queue(unsent);
+                }
+                let _ = client.flush(tick, stats);
+            }
+            Next::Close(reason)
+        });
     }
 
     /// Tells the client its line is too long and closes the connection:
