@@ -350,6 +350,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis", default=DEFAULT_REDIS,
                         help="redis-server command (+ --bind --port --dir)")
     parser.add_argument("--driver", default=str(DRIVER))
+    parser.add_argument("--install", action="store_true",
+                        help="if redis-server is missing, apt-get install it (Debian, root)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--out", default=None,
                         help="file whose fan-out section to (re)write; default "
@@ -362,6 +364,15 @@ def parse_args() -> argparse.Namespace:
     pinning = not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
     args.server_core, args.load_core = (1, 0) if pinning else (None, None)
     return args
+
+
+def redis_version(redis_bin: str) -> str:
+    try:
+        text = subprocess.run([redis_bin, "--version"], capture_output=True, text=True,
+                              check=False, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "version unknown"
+    return next((f for f in text.split() if f.startswith("v=")), "version unknown")
 
 
 def main() -> int:
@@ -377,10 +388,21 @@ def main() -> int:
         (f"the chat server {shlex.split(args.chat)[0]} (cargo build --release)",
          Path(shlex.split(args.chat)[0]).is_file() or shutil.which(shlex.split(args.chat)[0]))]
         if not ok]
+    if missing and args.install and not shutil.which(redis_bin) and shutil.which("apt-get"):
+        log("fanout: redis-server is missing; installing it: apt-get install -y redis-server")
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False,
+                       stdout=subprocess.DEVNULL)
+        # The package may start its own service; this benchmark starts its own instances.
+        if shutil.which("systemctl"):
+            subprocess.run(["systemctl", "disable", "--now", "redis-server"], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        missing = [m for m in missing if not m.startswith("redis-server")
+                   or not shutil.which(redis_bin)]
     if missing:
         for what in missing:
             log(f"fanout: missing: {what}")
         return 2
+    log(f"fanout: redis-server: {shutil.which(redis_bin)} ({redis_version(redis_bin)})")
     events: list[str] = []
     if shutil.which("perf") and perf_event_works(ALL_SYSCALLS):
         events = [ALL_SYSCALLS] + [f"syscalls:sys_enter_{n}" for names in BREAKDOWN.values()
@@ -432,7 +454,7 @@ def main() -> int:
             "L = listeners; a delivery is one line reaching one listener. Servers: "
             f"`{args.chat}`; `{args.redis}`. Example driver command: `{example}`.",
             "",
-            "Machine: " + "; ".join(facts) + ".",
+            "Machine: " + "; ".join(facts) + f"; redis-server {redis_version(redis_bin)}.",
             "",
             tables])
         write_section(Path(args.out), section)
