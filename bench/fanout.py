@@ -314,7 +314,8 @@ def report(results: dict, shape_list: list[dict], args) -> str:
     out += ["", "Every run (driver_busy: the driver's CPU share of its core; near 1 means "
             "the driver, not the server, set the pace):", "",
             "| shape | server | repeat | deliveries | lost | errors | CPU ms (stat) | "
-            "syscalls | late bursts | driver busy |", "|---|---|---:|" + "---:|" * 7]
+            "syscalls | p50 µs | p99 µs | late bursts | driver busy |",
+            "|---|---|---:|" + "---:|" * 9]
     for shape in shape_list:
         for kind in ("chat", "redis"):
             for i, run in enumerate(results[shape["name"]][kind], 1):
@@ -324,7 +325,8 @@ def report(results: dict, shape_list: list[dict], args) -> str:
                 out.append(f"| {shape['name']} | {kind} | {i} | {run['deliveries']:,} | "
                            f"{lost:,} | {run['errors']}{' ' + run['failure'] if 'failure' in run else ''} | "
                            f"{num(run.get('cpu_ns', 0) / 1e6, 1)} ({num(run.get('cpu_stat_s', 0) * 1e3, 0)}) | "
-                           f"{num(calls, 0)} | {run['late_bursts']} | {num(run['driver_busy'], 2)} |")
+                           f"{num(calls, 0)} | {num(run['p50_us'], 0)} | {num(run['p99_us'], 0)} | "
+                           f"{run['late_bursts']} | {num(run['driver_busy'], 2)} |")
     return "\n".join(out) + "\n"
 
 
@@ -428,7 +430,8 @@ def main() -> int:
                     f"{run['deliveries']:,} del, lost {lost}, errors {run['errors']}, "
                     f"{num(run.get('cpu_ns_per_del'), 0)} ns/del, "
                     f"{num(run.get('syscalls_per_del'), 3)} calls/del, "
-                    f"p50 {num(run['p50_us'], 0)} µs, busy {num(run['driver_busy'], 2)}"
+                    f"p50 {num(run['p50_us'], 0)} µs, p99 {num(run['p99_us'], 0)} µs, "
+                    f"busy {num(run['driver_busy'], 2)}"
                     + (f" FAILED: {run['failure']}" if "failure" in run else "")
                     + (f"\n    {run['driver_stderr']}" if run.get("driver_stderr") else ""))
     tables = report(results, shape_list, args)
