@@ -281,7 +281,7 @@ def ratio(chat: float | None, redis: float | None) -> str:
     return "n/a" if chat is None or not redis else f"**{chat / redis:.2f}**"
 
 
-def report(results: dict, shape_list: list[dict], args) -> str:
+def report(results: dict, shape_list: list[dict]) -> str:
     out = ["| shape | CPU ns/del chat | redis | chat/redis | syscalls/del chat | redis | "
            "chat/redis | p50 µs chat | redis | p99 µs chat | redis | del/s chat | redis |",
            "|---|" + "---:|" * 12]
@@ -434,7 +434,7 @@ def main() -> int:
                     f"busy {num(run['driver_busy'], 2)}"
                     + (f" FAILED: {run['failure']}" if "failure" in run else "")
                     + (f"\n    {run['driver_stderr']}" if run.get("driver_stderr") else ""))
-    tables = report(results, shape_list, args)
+    tables = report(results, shape_list)
     print(tables)
     bad = sum(1 for s in results.values() for runs in s.values() for r in runs
               if r.get("failure") or r["errors"] or r["deliveries"] != r["expected"])
