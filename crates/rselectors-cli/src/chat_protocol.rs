@@ -53,12 +53,26 @@ pub fn said(line: &[u8]) -> Said<'_> {
 
 /// Appends to `out` the message that relays `line` from `sender`.
 pub fn write_message(out: &mut Vec<u8>, line: &[u8], sender: SocketAddr) {
-    out.reserve(PREFIX.len() + line.len() + FROM.len() + 48);
+    write_message_signed(out, line, &signature(sender));
+}
+
+/// What ends every message from `sender`: [`FROM`], its address and the
+/// newline (made once per sender: formatting an address costs more than
+/// the rest of a message).
+pub fn signature(sender: SocketAddr) -> Vec<u8> {
+    let mut signature = FROM.to_vec();
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(signature, "{sender}");
+    signature
+}
+
+/// Appends to `out` the message that relays `line`, ending in the
+/// sender's [`signature`].
+pub fn write_message_signed(out: &mut Vec<u8>, line: &[u8], signature: &[u8]) {
+    out.reserve(PREFIX.len() + line.len() + signature.len());
     out.extend_from_slice(PREFIX);
     out.extend_from_slice(line);
-    out.extend_from_slice(FROM);
-    // Writing to a Vec cannot fail.
-    let _ = writeln!(out, "{sender}");
+    out.extend_from_slice(signature);
 }
 
 /// The message that relays `line` from `sender`, newline included.

@@ -60,6 +60,9 @@ pub struct ChatClient {
     conn: Conn,
     /// Who it is: named in what it says, and in logs.
     peer: SocketAddr,
+    /// How its messages end: `" from <peer>\n"` (see
+    /// [`chat_protocol::signature`]).
+    signature: Box<[u8]>,
     /// Bytes read from it and written to it.
     traffic: (u64, u64),
     /// Received bytes not yet split into lines.
@@ -88,10 +91,12 @@ impl Client for ChatClient {
 
     fn new(conn: Conn, peer: Option<SocketAddr>, batch_len: &usize) -> Self {
         debug_assert!(peer.is_some(), "KEEPS_PEER: the server passes the address");
+        // Always given (KEEPS_PEER); the unspecified address otherwise.
+        let peer = peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         ChatClient {
             conn,
-            // Always given (KEEPS_PEER); the unspecified address otherwise.
-            peer: peer.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+            peer,
+            signature: chat_protocol::signature(peer).into_boxed_slice(),
             traffic: (0, 0),
             lines: LineBuffer::new(MAX_LINE),
             closing_deadline: None,
@@ -398,7 +403,7 @@ impl<'a> ChatServer<'a> {
         if let Some(reason) = client.left {
             return self.leave(fd, reason);
         }
-        let peer = client.peer;
+        let signature = mem::take(&mut client.signature);
         let mut lines = mem::take(&mut client.lines);
         let mut leaving = None;
         let mut taken = 0u32;
@@ -411,12 +416,15 @@ impl<'a> ChatServer<'a> {
                 }
             };
             taken = taken.wrapping_add(1);
-            let delivered = self.broadcast(peer, line);
+            let delivered = self.broadcast(line, &signature);
             if delivered && self.server.client(fd).is_none() {
                 return ControlFlow::Break(()); // cut off by the delivery
             }
             ControlFlow::Continue(())
         });
+        if let Some(client) = self.server.client_mut(fd) {
+            client.signature = signature;
+        }
         if let Some(reason) = leaving {
             self.leave(fd, reason);
         } else if result.is_err() {
@@ -433,13 +441,14 @@ impl<'a> ChatServer<'a> {
         }
     }
 
-    /// Sends `your msg = <line> from <peer>` to every client: this loop's
-    /// with the round's batch, the other loops' at the end of the round.
-    /// True if the batch went out (a delivery may cut clients off).
-    fn broadcast(&mut self, peer: SocketAddr, line: &[u8]) -> bool {
+    /// Sends `your msg = <line> from <peer>` (the sender's `signature`) to
+    /// every client: this loop's with the round's batch, the other loops'
+    /// at the end of the round. True if the batch went out (a delivery may
+    /// cut clients off).
+    fn broadcast(&mut self, line: &[u8], signature: &[u8]) -> bool {
         let mut message = mem::take(&mut self.message);
         message.clear();
-        chat_protocol::write_message(&mut message, line, peer);
+        chat_protocol::write_message_signed(&mut message, line, signature);
         if self.link.has_others() {
             self.outgoing.extend_from_slice(&message);
         }

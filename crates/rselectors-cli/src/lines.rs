@@ -65,10 +65,7 @@ impl LineBuffer {
         let mut consumed = 0;
         let mut outcome = Ok(());
         loop {
-            let Some(pos) = self.buf.as_slice()[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-            else {
+            let Some(pos) = memchr::memchr(b'\n', &self.buf.as_slice()[self.scanned..]) else {
                 self.scanned = self.buf.len();
                 // One byte of slack: a trailing '\r' may belong to "\r\n".
                 if self.buf.len() - consumed > self.max_len + 1 {
