@@ -378,6 +378,27 @@ impl PySelector {
         }
     }
 
+    /// `get_map().get(fileobj, default)`: the key, or `default` (also for
+    /// a number no descriptor can have); `ValueError` for what is not a
+    /// file object, as in CPython.
+    fn _get_key<'py>(
+        slf: &Bound<'py, Self>,
+        fileobj: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let FdNumber::Fd(fd) = lookup_fd(slf, fileobj)? else {
+            return Ok(default.clone());
+        };
+        let found = slf
+            .try_borrow()?
+            .inner
+            .get_map()
+            .get(fd)
+            .map(|k| k.data.clone_ref(py));
+        Ok(found.map_or_else(|| default.clone(), |key| key.into_bound(py)))
+    }
+
     /// Number of registrations (`len(get_map())`).
     fn _count(&self) -> usize {
         self.inner.len()

@@ -141,6 +141,24 @@ def test_lookup_errors_match(pair, socketpair):
             assert outcome(lambda: call(ours)) == outcome(lambda: call(std))
 
 
+def test_map_get_and_contains_match(pair, socketpair):
+    """get_map().get() and `in` (native here) give what the standard
+    library's mapping gives: the key, the default, or its exception."""
+    std_cls, our_cls = pair
+    rd, wr = socketpair()
+    with std_cls() as std, our_cls() as ours:
+        for sel in (std, ours):
+            sel.register(rd, READ, "data")
+        for probe in (rd, rd.fileno(), wr, 999999, -1, BAD_FILEOBJ, "x"):
+            for call in (
+                lambda s: s.get_map().get(probe),
+                lambda s: s.get_map().get(probe, "default"),
+                lambda s: probe in s.get_map(),
+            ):
+                # Keys compare equal: the same file object, events and data.
+                assert outcome(lambda: call(ours)) == outcome(lambda: call(std)), probe
+
+
 def test_unregister_and_modify_twice(pair, socketpair):
     std_cls, our_cls = pair
     rd, _ = socketpair()

@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 
+_MISSING = object()
+
+
 class _SnapshotValues(_ValuesView):
     """``get_map().values()``: iterates over a snapshot, taken in one native
     call (another thread may register or unregister meanwhile)."""
@@ -60,6 +63,14 @@ class _SelectorMapping(_Mapping):
 
     def __getitem__(self, fileobj):
         return self._selector._lookup_key(fileobj)
+
+    # Native, without a KeyError raised and caught: asyncio (3.13 on) calls
+    # get() on every add_reader/remove_reader.
+    def get(self, fileobj, default=None):
+        return self._selector._get_key(fileobj, default)
+
+    def __contains__(self, fileobj):
+        return self._selector._get_key(fileobj, _MISSING) is not _MISSING
 
     def __iter__(self):
         return iter(self._selector._fds())
@@ -97,10 +108,7 @@ class _RustSelector(_rselectors._Selector, BaseSelector):
 
     def _key_from_fd(self, fd):
         """The key registered for ``fd``, or None (CPython's private helper)."""
-        try:
-            return self._lookup_key(fd)
-        except KeyError:
-            return None
+        return self._get_key(fd, None)
 
 
 # CPython's class for each backend, with its docstring: a class exists
