@@ -214,11 +214,8 @@ impl ChatClient {
     /// READ (unless the memory budget says not to read: see
     /// [`budget::may_read`]), and WRITE while output is queued.
     fn next(&self, registered: Events) -> Next {
-        let interest = self.conn.interest(budget::may_read(self.conn.pending()));
-        if interest == Some(registered) {
-            return Next::Keep;
-        }
-        Next::wait_or_close(interest, "done")
+        let may_read = budget::may_read(self.conn.pending());
+        self.conn.next(may_read, registered, "done")
     }
 }
 

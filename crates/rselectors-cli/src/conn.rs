@@ -48,17 +48,6 @@ pub enum Next {
     Failed(io::Error),
 }
 
-impl Next {
-    /// `Wait(events)`, or `Close(reason)` if it wants no events (see
-    /// [`Conn::interest`]).
-    pub fn wait_or_close(events: Option<Events>, reason: &'static str) -> Next {
-        match events {
-            Some(events) => Next::Wait(events),
-            None => Next::Close(reason),
-        }
-    }
-}
-
 /// A connected, non-blocking TCP stream and its pending output.
 ///
 /// Kept small (16 bytes) because a server holds one per connection: the
@@ -259,6 +248,18 @@ impl Conn {
         match self.stream.shutdown(Shutdown::Write) {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// What a connection registered for `registered` waits for next (see
+    /// [`Conn::interest`]): `Keep` if that is unchanged, `Close(done)` if
+    /// it wants nothing more.
+    #[inline]
+    pub fn next(&self, want_read: bool, registered: Events, done: &'static str) -> Next {
+        match self.interest(want_read) {
+            Some(events) if events == registered => Next::Keep,
+            Some(events) => Next::Wait(events),
+            None => Next::Close(done),
         }
     }
 

@@ -144,11 +144,9 @@ fn serve(
             Err(e) => return Next::Failed(e),
         }
     }
-    let interest = client.conn.interest(client.wants_read());
-    if interest == Some(registered) {
-        return Next::Keep;
-    }
-    Next::wait_or_close(interest, "closed by peer")
+    client
+        .conn
+        .next(client.wants_read(), registered, "closed by peer")
 }
 
 #[cfg(test)]

@@ -362,20 +362,7 @@ impl PySelector {
         slf: &Bound<'py, Self>,
         fileobj: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let FdNumber::Fd(fd) = lookup_fd(slf, fileobj)? else {
-            return Err(not_registered(fileobj));
-        };
-        let found = slf
-            .try_borrow()?
-            .inner
-            .get_map()
-            .get(fd)
-            .map(|k| k.data.clone_ref(py));
-        match found {
-            Some(key) => Ok(key.into_bound(py)),
-            None => Err(not_registered(fileobj)),
-        }
+        map_key(slf, fileobj)?.ok_or_else(|| not_registered(fileobj))
     }
 
     /// `get_map().get(fileobj, default)`: the key, or `default` (also for
@@ -386,17 +373,7 @@ impl PySelector {
         fileobj: &Bound<'py, PyAny>,
         default: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let FdNumber::Fd(fd) = lookup_fd(slf, fileobj)? else {
-            return Ok(default.clone());
-        };
-        let found = slf
-            .try_borrow()?
-            .inner
-            .get_map()
-            .get(fd)
-            .map(|k| k.data.clone_ref(py));
-        Ok(found.map_or_else(|| default.clone(), |key| key.into_bound(py)))
+        Ok(map_key(slf, fileobj)?.unwrap_or_else(|| default.clone()))
     }
 
     /// Number of registrations (`len(get_map())`).
@@ -436,4 +413,23 @@ impl PySelector {
     fn __clear__(&mut self) {
         self.inner.close();
     }
+}
+
+/// The key `get_map()` holds for `fileobj`, if any (none for a number no
+/// descriptor can have); `ValueError` for what is not a file object.
+fn map_key<'py>(
+    slf: &Bound<'py, PySelector>,
+    fileobj: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = slf.py();
+    let FdNumber::Fd(fd) = lookup_fd(slf, fileobj)? else {
+        return Ok(None);
+    };
+    let found = slf
+        .try_borrow()?
+        .inner
+        .get_map()
+        .get(fd)
+        .map(|k| k.data.clone_ref(py));
+    Ok(found.map(|key| key.into_bound(py)))
 }
