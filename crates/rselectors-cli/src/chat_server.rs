@@ -27,7 +27,13 @@
 //! most one wake-up per loop per round); each of them delivers them to
 //! its own clients with its next round. Loop 0 has the console and the
 //! signals.
+//!
+//! With `--broker`, loop 0 also holds the link to the other servers of
+//! the room ([`crate::broker`]): it hands the link every line of every
+//! loop, and delivers what the link brings (and posts it to the other
+//! loops) as it does another loop's lines.
 
+use crate::broker::{self, Broker};
 use crate::budget::{self, Held};
 use crate::chat_protocol::{self, Said, LINE_TOO_LONG, MAX_LINE};
 use crate::conn::{Conn, Next, Received, READ_CHUNK};
@@ -273,17 +279,33 @@ struct ChatServer<'a> {
     fds: Vec<RawFd>,
     /// Clients closing after an error line, with their deadlines.
     lingering: Vec<(RawFd, Instant)>,
+    /// The link to the other servers of the room (loop 0, `--broker`).
+    broker: Option<Broker>,
+    /// Reused list to take what the broker brought into.
+    from_broker: Vec<Broadcast>,
 }
 
 /// Runs the chat server with `threads` event loops until SIGINT, SIGTERM
-/// or the console's `quit`.
-pub fn run(addr: &str, kind: BackendKind, max_backlog: usize, threads: usize) -> io::Result<()> {
+/// or the console's `quit`; with `broker`, in a room shared with other
+/// servers.
+pub fn run(
+    addr: &str,
+    kind: BackendKind,
+    max_backlog: usize,
+    threads: usize,
+    broker: Option<&broker::Config>,
+) -> io::Result<()> {
     loops::serve(addr, kind, threads, |server, link| {
         let mut chat = ChatServer::new(server, link, max_backlog);
         if link.index == 0 {
             chat.console = Console::start(chat.server);
+            chat.broker = broker.cloned().map(Broker::new);
         }
-        chat.event_loop()
+        let result = chat.event_loop();
+        if let Some(broker) = &mut chat.broker {
+            say!("{}", broker.close(chat.server));
+        }
+        result
     })
 }
 
@@ -305,12 +327,16 @@ impl<'a> ChatServer<'a> {
             message: Vec::new(),
             fds: Vec::new(),
             lingering: Vec::new(),
+            broker: None,
+            from_broker: Vec::new(),
         }
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
         while !self.server.is_stopping() {
-            let deadline = self.lingering.iter().map(|&(_, at)| at).min();
+            let lingering = self.lingering.iter().map(|&(_, at)| at).min();
+            let broker = self.broker.as_ref().map(Broker::deadline);
+            let deadline = lingering.into_iter().chain(broker).min();
             self.server.wait(self.console.wait_until(deadline))?;
             let tick = self.server.tick();
             loop {
@@ -325,6 +351,7 @@ impl<'a> ChatServer<'a> {
                     Event::Client(fd) => self.take_lines(fd),
                     Event::Console(fd) => self.console_input(Some(fd)),
                     Event::Wake => self.woken(),
+                    Event::Broker(fd, ready) => self.broker_ready(fd, ready),
                 }
             }
             self.deliver_batch();
@@ -344,6 +371,9 @@ impl<'a> ChatServer<'a> {
             // This loop's lines so far first, then the others' as posted.
             self.deliver_batch();
             for batch in inbox.drain(..) {
+                if let Some(broker) = &mut self.broker {
+                    broker.publish(&batch);
+                }
                 self.deliver_to_all(&batch);
             }
         }
@@ -353,28 +383,56 @@ impl<'a> ChatServer<'a> {
         }
     }
 
-    /// Sends what this round broadcast to the other loops, and tells them
-    /// how many clients this loop has.
+    /// Lines from the other servers of the room (the broker link's
+    /// socket `fd` is `ready`): delivered here after this loop's lines so
+    /// far, and posted to the other loops.
+    fn broker_ready(&mut self, fd: RawFd, ready: Events) {
+        let Some(broker) = &mut self.broker else {
+            return;
+        };
+        broker.ready(fd, ready, self.server);
+        let mut received = mem::take(&mut self.from_broker);
+        if let Some(broker) = &mut self.broker {
+            broker.take_received(&mut received);
+        }
+        if !received.is_empty() {
+            self.deliver_batch();
+            for batch in received.drain(..) {
+                for other in self.link.others() {
+                    self.link.loops.post(other, Arc::clone(&batch));
+                }
+                self.deliver_to_all(&batch);
+            }
+        }
+        self.from_broker = received;
+    }
+
+    /// Sends what this round broadcast to the other loops and the broker,
+    /// and tells the other loops how many clients this loop has.
     fn end_round(&mut self) {
-        if !self.link.has_others() {
-            return;
+        if self.link.has_others() {
+            let loops = self.link.loops;
+            loops.publish_clients(self.link.index, self.server.client_count());
+            if !self.outgoing.is_empty() {
+                let batch: Broadcast = Arc::from(self.outgoing.as_slice());
+                for other in self.link.others() {
+                    loops.post(other, Arc::clone(&batch));
+                }
+            }
         }
-        let loops = self.link.loops;
-        loops.publish_clients(self.link.index, self.server.client_count());
-        if self.outgoing.is_empty() {
-            return;
+        if let Some(broker) = &mut self.broker {
+            broker.publish(&self.outgoing);
+            broker.tick(self.server);
+            broker.flush(self.server);
         }
-        let batch: Broadcast = Arc::from(self.outgoing.as_slice());
         self.outgoing.clear();
-        for other in self.link.others() {
-            loops.post(other, Arc::clone(&batch));
-        }
     }
 
     /// Console input: the console at `fd` is readable, or (`None`) the
     /// loop's turn to read input that cannot be polled.
     fn console_input(&mut self, fd: Option<RawFd>) {
         let link = self.link;
+        let broker = self.broker.as_ref();
         let list = |server: &Server<ChatClient>| {
             for text in server.describe() {
                 say!("{text}");
@@ -382,6 +440,9 @@ impl<'a> ChatServer<'a> {
             for other in link.others() {
                 let clients = link.loops.clients(other);
                 say!("event loop {other}: {clients} clients");
+            }
+            if let Some(broker) = broker {
+                say!("{}", broker.describe());
             }
         };
         match fd {
@@ -446,7 +507,7 @@ impl<'a> ChatServer<'a> {
         let mut message = mem::take(&mut self.message);
         message.clear();
         chat_protocol::write_message_signed(&mut message, line, signature);
-        if self.link.has_others() {
+        if self.link.has_others() || self.broker.is_some() {
             self.outgoing.extend_from_slice(&message);
         }
         let delivered = self.add_to_batch(&message);

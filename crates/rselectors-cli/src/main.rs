@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod broker;
 mod budget;
 mod chat_protocol;
 mod chat_server;
@@ -85,6 +86,9 @@ enum Command {
         threads: Threads,
         #[command(flatten)]
         limits: Limits,
+        /// Not for the echo server: refused with an explanation.
+        #[arg(long, hide = true, value_name = "URL")]
+        broker: Option<String>,
     },
     /// Chat: every line a client sends goes to all clients (seed 000).
     ///
@@ -102,6 +106,8 @@ enum Command {
         threads: Threads,
         #[command(flatten)]
         limits: Limits,
+        #[command(flatten)]
+        broker: BrokerArgs,
     },
     /// Interactive line client: sends what you type, prints what the
     /// server sends as it arrives.
@@ -152,6 +158,55 @@ struct Threads {
     /// sockets sharing a port do not share its connections.
     #[arg(long)]
     reuse_port: bool,
+}
+
+/// Chat across servers: a room shared through Redis.
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// Share the room with every chat server using this Redis:
+    /// redis://[[user]:password@]host:port[/db]. The password may come
+    /// from RSELECTORS_BROKER_PASSWORD instead (other users can read
+    /// command lines). No TLS yet.
+    // Checked in main, not by clap: clap's errors quote the value, and
+    // with it the password.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// The room: servers share lines when broker and room match (Redis
+    /// channel or stream `rselectors:chat:NAME`).
+    #[arg(long, value_name = "NAME", default_value = "chat", requires = "broker",
+          value_parser = broker::parse_room)]
+    room: String,
+    /// pubsub: at most once, nothing stored in Redis; lines sent while a
+    /// server's link is down do not reach the others. streams: lines wait
+    /// in --broker-queue while the broker is unreachable and go out when
+    /// it is back; a server cut off catches up from where it was.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = broker::Mode::Pubsub,
+          requires = "broker")]
+    broker_mode: broker::Mode,
+    /// The most bytes of lines waiting for the broker (K, M, G suffixes):
+    /// past it, lines for the other servers are dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value = "16M", requires = "broker",
+          value_parser = parse_bytes)]
+    broker_queue: usize,
+}
+
+impl BrokerArgs {
+    /// The link's settings, if `--broker` was given; a clear error
+    /// (without the password) if its URL is bad.
+    fn config(&self) -> Result<Option<broker::Config>, String> {
+        let Some(url) = &self.broker else {
+            return Ok(None);
+        };
+        let password = std::env::var(broker::PASSWORD_VAR).ok();
+        let url = broker::BrokerUrl::parse(url, password)
+            .map_err(|e| format!("invalid --broker URL: {e}"))?;
+        Ok(Some(broker::Config {
+            url,
+            room: self.room.clone(),
+            mode: self.broker_mode,
+            queue_limit: self.broker_queue,
+        }))
+    }
 }
 
 /// What no client may take from a server.
@@ -320,10 +375,16 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::EchoServer {
+            broker: Some(_), ..
+        } => Err(std::io::Error::other(
+            "--broker is for chat-server: the echo server has no room to share",
+        )),
+        Command::EchoServer {
             common,
             upper,
             threads,
             limits,
+            broker: None,
         } => {
             limits.apply();
             echo_server::run(&common.addr, common.selector, upper, threads.threads.into())
@@ -333,15 +394,20 @@ fn main() -> ExitCode {
             max_backlog,
             threads,
             limits,
-        } => {
-            limits.apply();
-            chat_server::run(
-                &common.addr,
-                common.selector,
-                max_backlog,
-                threads.threads.into(),
-            )
-        }
+            broker,
+        } => match broker.config() {
+            Err(e) => Err(std::io::Error::other(e)),
+            Ok(broker) => {
+                limits.apply();
+                chat_server::run(
+                    &common.addr,
+                    common.selector,
+                    max_backlog,
+                    threads.threads.into(),
+                    broker.as_ref(),
+                )
+            }
+        },
         Command::Client { common, wait } => client::run(&common.addr, common.selector, wait),
         Command::EchoClient {
             common,

@@ -103,6 +103,10 @@ pub enum Source<C> {
     Console(Stdin),
     /// Ticks of the idle timeout (see [`limits`]).
     IdleTimer(IdleTimer),
+    /// A connection of the chat server's broker link, which owns the
+    /// socket and stops watching it before closing it
+    /// ([`crate::broker::Watch`]).
+    Broker(RawFd),
     /// A client connection and its state.
     Client(C),
 }
@@ -115,6 +119,7 @@ impl<C: Client> AsRawFd for Source<C> {
             Source::Signals(signals) => signals.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
             Source::IdleTimer(timer) => timer.as_raw_fd(),
+            Source::Broker(fd) => *fd,
             Source::Client(client) => client.conn().as_raw_fd(),
         }
     }
@@ -139,6 +144,8 @@ pub enum Event {
     /// The loop's waker went off: another loop may have posted to this
     /// one's inbox or asked it to stop.
     Wake,
+    /// A broker link's connection is ready.
+    Broker(RawFd, Events),
 }
 
 /// What a server did over its life; added up over the loops of
@@ -169,6 +176,20 @@ fn print_summary(reason: &str, stats: Stats) {
         stats.bytes_in,
         stats.bytes_out
     );
+}
+
+impl<C: Client> crate::broker::Watch for Server<C> {
+    fn watch(&mut self, fd: RawFd, events: Events, registered: bool) -> io::Result<()> {
+        self.watch_broker(fd, events, registered)
+    }
+
+    fn unwatch(&mut self, fd: RawFd) {
+        if let Ok(key) = self.sel.get_key(fd) {
+            if matches!(key.fileobj, Source::Broker(_)) {
+                let _ = self.sel.unregister(fd);
+            }
+        }
+    }
 }
 
 /// A listening server's selector and bookkeeping.
@@ -297,6 +318,7 @@ impl<C: Client> Server<C> {
                         continue;
                     }
                     Source::Console(_) => return Some(Event::Console(fd)),
+                    Source::Broker(_) => return Some(Event::Broker(fd, ready)),
                     Source::IdleTimer(_) => {
                         self.idle_timer_ready(fd);
                         continue;
@@ -513,6 +535,19 @@ impl<C: Client> Server<C> {
         }
     }
 
+    /// Watches the socket `fd` of a broker link.
+    fn watch_broker(&mut self, fd: RawFd, events: Events, registered: bool) -> io::Result<()> {
+        let result = match registered {
+            true => self.sel.modify_events(fd, events).map(|_| ()),
+            false => self
+                .sel
+                .register(Source::Broker(fd), events, ())
+                .map(|_| ())
+                .map_err(|e| e.error),
+        };
+        result.map_err(|e| io::Error::other(format!("selector: {e}")))
+    }
+
     /// One line per registered file object, by descriptor: what the seed's
     /// console prints from `get_map()`.
     pub fn describe(&self) -> Vec<String> {
@@ -528,6 +563,7 @@ impl<C: Client> Server<C> {
                     Source::Signals(signals) => signals.describe().to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
                     Source::IdleTimer(_) => "idle timer (--idle-timeout)".to_owned(),
+                    Source::Broker(_) => "broker link connection".to_owned(),
                     Source::Client(client) => {
                         let conn = client.conn();
                         let who = Who(client.peer(), key.fd);
