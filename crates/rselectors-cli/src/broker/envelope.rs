@@ -55,6 +55,13 @@ impl Origin {
         Origin::from_u64(hasher.finish())
     }
 
+    /// A seed for a random number generator.
+    pub fn seed(self) -> u64 {
+        self.0.iter().fold(0x9e37_79b9_7f4a_7c15, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) | 1
+    }
+
     fn from_u64(n: u64) -> Origin {
         let mut hex = [0u8; 16];
         for (i, digit) in hex.iter_mut().enumerate() {

@@ -3,7 +3,7 @@
 //! What the commands are and what their replies mean is the link's
 //! business ([`super`]); `R` is what it remembers of each command sent.
 
-use super::resp::{Parser, ProtocolError, Reply};
+use super::resp::{self, Parser, ProtocolError, Reply};
 use super::{BrokerUrl, Watch};
 use crate::conn::{self, Conn, Received};
 use rselectors::Events;
@@ -45,8 +45,6 @@ enum State {
 /// A connection to the broker.
 #[derive(Debug)]
 pub struct Redis<R> {
-    /// What it is for, in logs: "publisher", "subscriber".
-    pub role: &'static str,
     state: State,
     /// The commands sent and not answered yet, oldest first.
     pub requests: VecDeque<R>,
@@ -96,6 +94,15 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// A reply nothing was asked for.
+    pub fn unexpected(reply: &Reply) -> Failure {
+        let mut text = format!("{reply:?}");
+        text.truncate(200);
+        Failure::Refused(format!("an unexpected reply: {text}"))
+    }
+}
+
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
         Failure::Io(e)
@@ -105,10 +112,9 @@ impl From<io::Error> for Failure {
 impl<R> Redis<R> {
     /// A connection to be made at once; replies' bulk strings over
     /// `max_reply` bytes are skipped.
-    pub fn new(role: &'static str, max_reply: usize) -> Redis<R> {
+    pub fn new(max_reply: usize) -> Redis<R> {
         let now = Instant::now();
         Redis {
-            role,
             state: State::Down { retry_at: now },
             requests: VecDeque::new(),
             input: Vec::new(),
@@ -242,6 +248,26 @@ impl<R> Redis<R> {
         Ok(reply)
     }
 
+    /// Queues `AUTH` and `SELECT` as `url` asks.
+    pub fn handshake(&mut self, url: &BrokerUrl, auth: R, select: R, now: Instant) {
+        if let Some(password) = &url.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &url.user {
+                args.push(user.as_bytes());
+            }
+            args.push(password.as_bytes());
+            self.queue(&resp::command_bytes(&args), auth, now);
+        }
+        if url.db != 0 {
+            let db = url.db.to_string();
+            self.queue(
+                &resp::command_bytes(&[b"SELECT", db.as_bytes()]),
+                select,
+                now,
+            );
+        }
+    }
+
     /// Queues `command` (for [`Redis::flush`]), remembering `request`.
     pub fn queue(&mut self, command: &[u8], request: R, now: Instant) {
         if let State::Up { conn } = &mut self.state {
@@ -292,9 +318,7 @@ impl<R> Redis<R> {
     /// in 0..1) so that servers cut off together do not all come back at
     /// the same instant.
     pub fn close(&mut self, w: &mut impl Watch, now: Instant, jitter: f64) {
-        if let (Some(fd), Some(_)) = (self.fd(), self.registered.take()) {
-            w.unwatch(fd);
-        }
+        self.unwatch(w);
         let pause = self.backoff.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.state = State::Down {
@@ -302,6 +326,13 @@ impl<R> Redis<R> {
         };
         self.requests.clear();
         self.waiting_since = None;
+    }
+
+    /// Stops watching its socket.
+    pub fn unwatch(&mut self, w: &mut impl Watch) {
+        if let (Some(fd), Some(_)) = (self.fd(), self.registered.take()) {
+            w.unwatch(fd);
+        }
     }
 
     /// Connected and answered: the next failure starts the backoff over.

@@ -29,6 +29,13 @@ pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
+/// The command `args` as bytes.
+pub fn command_bytes(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    command(&mut out, args);
+    out
+}
+
 fn header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
     out.extend_from_slice(n.to_string().as_bytes());
