@@ -106,7 +106,7 @@ pub enum Source<C> {
     /// A connection of the chat server's broker link, which owns the
     /// socket and stops watching it before closing it
     /// ([`crate::broker::Watch`]).
-    Broker(RawFd),
+    Broker(RawFd, &'static str),
     /// A client connection and its state.
     Client(C),
 }
@@ -119,7 +119,7 @@ impl<C: Client> AsRawFd for Source<C> {
             Source::Signals(signals) => signals.as_raw_fd(),
             Source::Console(stdin) => stdin.as_raw_fd(),
             Source::IdleTimer(timer) => timer.as_raw_fd(),
-            Source::Broker(fd) => *fd,
+            Source::Broker(fd, _) => *fd,
             Source::Client(client) => client.conn().as_raw_fd(),
         }
     }
@@ -179,13 +179,19 @@ fn print_summary(reason: &str, stats: Stats) {
 }
 
 impl<C: Client> crate::broker::Watch for Server<C> {
-    fn watch(&mut self, fd: RawFd, events: Events, registered: bool) -> io::Result<()> {
-        self.watch_broker(fd, events, registered)
+    fn watch(
+        &mut self,
+        fd: RawFd,
+        role: &'static str,
+        events: Events,
+        registered: bool,
+    ) -> io::Result<()> {
+        self.watch_broker(fd, role, events, registered)
     }
 
     fn unwatch(&mut self, fd: RawFd) {
         if let Ok(key) = self.sel.get_key(fd) {
-            if matches!(key.fileobj, Source::Broker(_)) {
+            if matches!(key.fileobj, Source::Broker(..)) {
                 let _ = self.sel.unregister(fd);
             }
         }
@@ -318,7 +324,7 @@ impl<C: Client> Server<C> {
                         continue;
                     }
                     Source::Console(_) => return Some(Event::Console(fd)),
-                    Source::Broker(_) => return Some(Event::Broker(fd, ready)),
+                    Source::Broker(..) => return Some(Event::Broker(fd, ready)),
                     Source::IdleTimer(_) => {
                         self.idle_timer_ready(fd);
                         continue;
@@ -536,12 +542,18 @@ impl<C: Client> Server<C> {
     }
 
     /// Watches the socket `fd` of a broker link.
-    fn watch_broker(&mut self, fd: RawFd, events: Events, registered: bool) -> io::Result<()> {
+    fn watch_broker(
+        &mut self,
+        fd: RawFd,
+        role: &'static str,
+        events: Events,
+        registered: bool,
+    ) -> io::Result<()> {
         let result = match registered {
             true => self.sel.modify_events(fd, events).map(|_| ()),
             false => self
                 .sel
-                .register(Source::Broker(fd), events, ())
+                .register(Source::Broker(fd, role), events, ())
                 .map(|_| ())
                 .map_err(|e| e.error),
         };
@@ -563,7 +575,7 @@ impl<C: Client> Server<C> {
                     Source::Signals(signals) => signals.describe().to_owned(),
                     Source::Console(_) => "console (stdin)".to_owned(),
                     Source::IdleTimer(_) => "idle timer (--idle-timeout)".to_owned(),
-                    Source::Broker(_) => "broker link connection".to_owned(),
+                    Source::Broker(_, role) => format!("broker link: {role}"),
                     Source::Client(client) => {
                         let conn = client.conn();
                         let who = Who(client.peer(), key.fd);

@@ -90,8 +90,15 @@ pub fn parse_room(name: &str) -> Result<String, String> {
 /// How a chat server's selector watches the link's sockets (the server
 /// implements it; the link owns the sockets).
 pub trait Watch {
-    /// Watches `fd` for `events` (`registered`: it is already, change it).
-    fn watch(&mut self, fd: RawFd, events: Events, registered: bool) -> io::Result<()>;
+    /// Watches `fd`, the link's `role` connection, for `events`
+    /// (`registered`: it is already, change it).
+    fn watch(
+        &mut self,
+        fd: RawFd,
+        role: &'static str,
+        events: Events,
+        registered: bool,
+    ) -> io::Result<()>;
     /// Stops watching `fd`, before the link closes it.
     fn unwatch(&mut self, fd: RawFd);
 }

@@ -66,7 +66,7 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(mode: Mode, key: Vec<u8>, origin: Origin, limit: usize) -> Publisher {
         Publisher {
-            redis: Redis::new(4096),
+            redis: Redis::new("publisher", 4096),
             ready: false,
             mode,
             key,

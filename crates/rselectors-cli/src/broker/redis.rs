@@ -45,6 +45,8 @@ enum State {
 /// A connection to the broker.
 #[derive(Debug)]
 pub struct Redis<R> {
+    /// What it is for ("publisher", "subscriber"), for `list`.
+    role: &'static str,
     state: State,
     /// The commands sent and not answered yet, oldest first.
     pub requests: VecDeque<R>,
@@ -112,9 +114,10 @@ impl From<io::Error> for Failure {
 impl<R> Redis<R> {
     /// A connection to be made at once; replies' bulk strings over
     /// `max_reply` bytes are skipped.
-    pub fn new(max_reply: usize) -> Redis<R> {
+    pub fn new(role: &'static str, max_reply: usize) -> Redis<R> {
         let now = Instant::now();
         Redis {
+            role,
             state: State::Down { retry_at: now },
             requests: VecDeque::new(),
             input: Vec::new(),
@@ -307,7 +310,7 @@ impl<R> Redis<R> {
             ),
         };
         if self.registered != Some(events) {
-            w.watch(fd, events, self.registered.is_some())?;
+            w.watch(fd, self.role, events, self.registered.is_some())?;
             self.registered = Some(events);
         }
         Ok(())

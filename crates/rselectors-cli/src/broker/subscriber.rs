@@ -83,7 +83,7 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn new(mode: Mode, key: Vec<u8>, origin: Origin) -> Subscriber {
         Subscriber {
-            redis: Redis::new(MAX_ENVELOPE),
+            redis: Redis::new("subscriber", MAX_ENVELOPE),
             ready: false,
             mode,
             key,
