@@ -505,3 +505,15 @@ fn a_line_lost_or_twice_fails_the_run() {
         );
     }
 }
+
+#[test]
+fn a_lost_line_holds_its_sender_back_for_a_while_only() {
+    // One line in flight: without a limit the sender would wait for
+    // line 5 to the end of the run.
+    let args = ["--chat", "2", "--pipeline", "1", "--duration", "3"];
+    let (ok, fields, load) = load_faulty_chat(Fault::Lose, &args);
+    assert!(!ok, "{fields:?}");
+    assert_eq!(number(&fields, "errors"), 1.0, "{fields:?}");
+    assert!(number(&fields, "lines") > 6.0, "{fields:?}");
+    assert!(load.stderr().contains("1 line lost"), "{}", load.stderr());
+}

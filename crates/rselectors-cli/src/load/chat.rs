@@ -6,7 +6,8 @@
 //! keeps `--pipeline` lines in flight: it sends the next one when a line
 //! has reached every connection (the senders included, since a server
 //! echoes to the sender too), so the servers' backlogs stay bounded
-//! however slow they are. Every connection must receive every line of
+//! however slow they are; a line still missing somewhere after 2 s no
+//! longer holds its sender back (it counts as lost if it never comes). Every connection must receive every line of
 //! every sender once, after that sender's earlier lines, byte for byte as
 //! the chat protocol ([`crate::chat_protocol`]) relays it, naming the
 //! sender's address as its own server sees it ([`super::fanout`] keeps
@@ -45,9 +46,10 @@ const SYNC_EVERY: Duration = Duration::from_millis(20);
 /// still be joining).
 const SYNC_TIMEOUT: Duration = CONNECT_TIMEOUT;
 
-/// After the run, how long the lines in flight may take to arrive before
-/// those missing count as lost.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long a line may take to reach every connection: after this it no
+/// longer holds its sender back, and after the run the lines in flight
+/// get this long to arrive before those missing count as lost.
+const LATE: Duration = Duration::from_secs(2);
 
 /// The most (connection, sender) pairs: each connection keeps a count per
 /// sender.
@@ -200,6 +202,14 @@ impl Workload for Chat {
         None
     }
 
+    /// When a sender's oldest line becomes late.
+    fn wake_at(&self) -> Option<Instant> {
+        (0..self.senders)
+            .filter_map(|id| self.fanout.oldest_on_time(id))
+            .min()
+            .map(|sent_at| sent_at + LATE)
+    }
+
     /// Ends the run once every sender or every listener is gone; else
     /// keeps `--pipeline` lines in flight from each sender.
     fn before_wait(load: &mut Load<Chat>, now: Instant) -> bool {
@@ -213,10 +223,13 @@ impl Workload for Chat {
                 continue;
             }
             sending = true;
+            if let Some(deadline) = now.checked_sub(LATE) {
+                load.work.fanout.expire(id, deadline);
+            }
             let room = load
                 .work
                 .window
-                .saturating_sub(load.work.fanout.in_flight(id));
+                .saturating_sub(load.work.fanout.holding(id));
             for _ in 0..room {
                 load.work.fanout.queue_line(id, now);
             }
@@ -327,10 +340,10 @@ impl Load<Chat> {
         ))
     }
 
-    /// Lets the lines in flight arrive, for at most [`DRAIN`].
+    /// Lets the lines in flight arrive, for at most [`LATE`].
     fn drain(&mut self) -> io::Result<()> {
         self.work.fanout.stop_tallying();
-        let give_up = Instant::now() + DRAIN;
+        let give_up = Instant::now() + LATE;
         loop {
             let now = Instant::now();
             if self.work.fanout.delivered() || now >= give_up {
@@ -354,7 +367,7 @@ impl Load<Chat> {
             let name = self.work.name(l.slot);
             format!("{name} never got line {}{sender}", l.seq)
         });
-        let secs = DRAIN.as_secs();
+        let secs = LATE.as_secs();
         if apart {
             if let Some(first) = first {
                 let lost = lines(lost);

@@ -13,7 +13,7 @@
 //! an error).
 
 use super::report::{Latency, Tally};
-use crate::chat_protocol::{self, parse_message, PREFIX};
+use crate::chat_protocol::{self, parse_message, FROM, PREFIX};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -34,14 +34,17 @@ struct Line {
 /// One sender's lines.
 #[derive(Debug)]
 pub(super) struct Sender {
-    /// Its address as its server names it in every message (set once
-    /// connected).
-    addr: SocketAddr,
+    /// What ends its every message: its address as its server names it
+    /// (set once connected; see [`chat_protocol::signature`]).
+    signature: Vec<u8>,
     /// The server it sends through (an index into `--addr`).
     server: usize,
     /// Lines in flight, oldest first; the oldest has number `first_seq`.
     in_flight: VecDeque<Line>,
     first_seq: u64,
+    /// The first this many lines in flight are late: they no longer hold
+    /// the sender back (see [`Fanout::expire`]).
+    late: usize,
     /// Bytes queued and not written yet.
     pub out: Vec<u8>,
     /// Its connection failed: its lines no longer count as lost.
@@ -59,6 +62,7 @@ impl Sender {
         while self.in_flight.front().is_some_and(|l| l.waiting == 0) {
             self.in_flight.pop_front();
             self.first_seq += 1;
+            self.late = self.late.saturating_sub(1);
         }
     }
 }
@@ -129,10 +133,11 @@ impl Fanout {
         Ok(Fanout {
             senders: (0..senders)
                 .map(|slot| Sender {
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    signature: Vec::new(),
                     server: server(slot),
                     in_flight: VecDeque::new(),
                     first_seq: 0,
+                    late: 0,
                     out: Vec::new(),
                     gone: false,
                 })
@@ -156,7 +161,7 @@ impl Fanout {
 
     /// Sender `id` is connected from `addr`.
     pub fn set_sender_addr(&mut self, id: usize, addr: SocketAddr) {
-        self.senders[id].addr = addr;
+        self.senders[id].signature = chat_protocol::signature(addr);
     }
 
     /// True if slot `slot` has had a `sync` line from sender `id`.
@@ -192,8 +197,39 @@ impl Fanout {
     }
 
     /// Lines sender `id` has in flight.
-    pub fn in_flight(&self, id: usize) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self, id: usize) -> usize {
         self.senders[id].in_flight.len()
+    }
+
+    /// Lines sender `id` has in flight that hold it back: those not late.
+    pub fn holding(&self, id: usize) -> usize {
+        let sender = &self.senders[id];
+        sender.in_flight.len() - sender.late
+    }
+
+    /// When sender `id`'s oldest line that is not late yet was sent, if
+    /// it is still sending.
+    pub fn oldest_on_time(&self, id: usize) -> Option<Instant> {
+        let sender = &self.senders[id];
+        if sender.gone {
+            return None;
+        }
+        sender.in_flight.get(sender.late).map(|line| line.sent_at)
+    }
+
+    /// Sender `id`'s lines sent before `deadline` are late: a line some
+    /// connection never gets must not stop its sender for good. They are
+    /// still checked when they come, and lost if they never do.
+    pub fn expire(&mut self, id: usize, deadline: Instant) {
+        let sender = &mut self.senders[id];
+        while sender
+            .in_flight
+            .get(sender.late)
+            .is_some_and(|line| line.sent_at < deadline)
+        {
+            sender.late += 1;
+        }
     }
 
     /// The text of sender `id`'s line `seq`: `<id>.<seq>`, then filler up
@@ -212,7 +248,8 @@ impl Fanout {
         let sender = &mut self.senders[id];
         sender.out.extend_from_slice(&text);
         sender.out.push(b'\n');
-        let mut expected = chat_protocol::message(&text, sender.addr);
+        let mut expected = Vec::new();
+        chat_protocol::write_message_signed(&mut expected, &text, &sender.signature);
         expected.pop(); // the newline
         sender.in_flight.push_back(Line {
             sent_at: now,
@@ -298,7 +335,11 @@ impl Fanout {
             .and_then(|id| usize::try_from(id).ok())
             .filter(|&id| id < self.senders.len())
             .ok_or_else(wrong)?;
-        if from != self.senders[id].addr.to_string().as_bytes() {
+        let signature = &self.senders[id].signature;
+        let addr = signature
+            .strip_prefix(FROM)
+            .and_then(|rest| rest.strip_suffix(b"\n"));
+        if addr != Some(from) {
             return Err(wrong());
         }
         let from = &mut self.receivers[slot].from[id];
@@ -410,7 +451,7 @@ mod tests {
     use crate::chat_protocol::message;
     use crate::load::report::Tally;
     use std::net::SocketAddr;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     const SENDER_0: &str = "127.0.0.1:1000";
     const SENDER_1: &str = "127.0.0.1:1001";
@@ -552,6 +593,23 @@ mod tests {
         deliver(&mut fanout, 2, 1, 0).unwrap();
         let after = receive(&mut fanout, 2, &sync(SENDER_1)).unwrap_err();
         assert!(after.contains("after its measured lines"), "{after}");
+    }
+
+    #[test]
+    fn a_late_line_stops_holding_its_sender_back_and_may_still_come() {
+        let mut fanout = fanout();
+        let sent = Instant::now();
+        fanout.queue_line(0, sent);
+        fanout.queue_line(0, sent + Duration::from_secs(1));
+        assert_eq!(fanout.holding(0), 2);
+        fanout.expire(0, sent + Duration::from_millis(1));
+        assert_eq!((fanout.holding(0), fanout.in_flight(0)), (1, 2));
+        assert_eq!(fanout.lost().0, 6, "still missing, not lost for good yet");
+        for slot in 0..3 {
+            deliver(&mut fanout, slot, 0, 0).unwrap();
+        }
+        assert_eq!((fanout.holding(0), fanout.in_flight(0)), (1, 1));
+        assert_eq!(fanout.lost().0, 3);
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub(super) trait Workload: Sized {
     fn before_wait(_load: &mut Load<Self>, _now: Instant) -> bool {
         true
     }
+
+    /// When the workload has something to do even if no event comes.
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Where a slot's connection stands.
@@ -310,6 +315,7 @@ impl<W: Workload> Load<W> {
             }
             let until = progress.due().map_or(deadline, |due| due.min(deadline));
             let until = next_reconnect.map_or(until, |at| at.min(until));
+            let until = self.work.wake_at().map_or(until, |at| at.min(until));
             self.poll_events(until.saturating_duration_since(now))?;
         }
         progress.finish();
