@@ -381,7 +381,7 @@ fn a_bad_second_address_is_a_clear_error() {
 }
 
 /// What [`faulty_chat_peer`] does wrong.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     /// Sends sender 0's line 5 twice to one connection.
     Duplicate,

@@ -7,14 +7,14 @@
 //! has reached every connection (the senders included, since a server
 //! echoes to the sender too), so the servers' backlogs stay bounded
 //! however slow they are; a line still missing somewhere after 2 s no
-//! longer holds its sender back (it counts as lost if it never comes). Every connection must receive every line of
-//! every sender once, after that sender's earlier lines, byte for byte as
-//! the chat protocol ([`crate::chat_protocol`]) relays it, naming the
-//! sender's address as its own server sees it ([`super::fanout`] keeps
-//! the books). A delivery is one line arriving at one listener; its
-//! latency runs from the moment the sender queued it. Deliveries to a
-//! listener on another server than the sender's are also measured apart:
-//! the cross-server latency.
+//! longer holds its sender back (it counts as lost if it never comes).
+//! Every connection must receive every line of every sender once, after
+//! that sender's earlier lines, byte for byte as the chat protocol
+//! ([`crate::chat_protocol`]) relays it, naming the sender's address as
+//! its own server sees it ([`super::fanout`] keeps the books). A delivery
+//! is one line arriving at one listener; its latency runs from the moment
+//! the sender queued it. Deliveries to a listener on another server than
+//! the sender's are also measured apart: the cross-server latency.
 //!
 //! A connection that a server has not registered yet would miss lines, as
 //! would one on a server whose link to the others has not joined yet, so
@@ -23,9 +23,9 @@
 //! delivers nothing from another's senders in time ends the run with an
 //! error naming both.
 //!
-//! After `--duration` the senders stop; lines still in flight get a short
-//! while to arrive (they are checked, not counted as deliveries), then
-//! every line a connection never got counts as lost.
+//! After `--duration` the senders stop; lines still in flight get 2 s to
+//! arrive (they are checked, not counted as deliveries), then every line
+//! a connection never got counts as lost.
 
 use super::fanout::Fanout;
 use super::harness::{failed, Load, Workload};
@@ -383,8 +383,11 @@ impl Load<Chat> {
             };
         }
         if let Some(first) = first {
-            let what = format_args!("{} lost ({secs} s after the end): {first}", lines(lost));
-            self.tally.errors(lost, what);
+            let described = lines(lost);
+            self.tally.errors(
+                lost,
+                format_args!("{described} lost ({secs} s after the end): {first}"),
+            );
         }
         self.tally
             .errors(dup, format_args!("{} came twice", lines(dup)));
