@@ -380,7 +380,7 @@ fn a_bad_second_address_is_a_clear_error() {
     );
 }
 
-/// What [`faulty_chat_peer`] does wrong.
+/// What a [`fake_chat_relay`] does wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     /// Sends sender 0's line 5 twice to one connection.
@@ -389,27 +389,45 @@ enum Fault {
     Lose,
 }
 
-/// A chat relay (a thread per connection, each line to every connection
-/// as the chat protocol says) with one `fault`, until `stop` is set.
-fn faulty_chat_peer(fault: Fault, stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
+/// A chat relay standing for `servers` chat servers sharing a room: a
+/// port each, a thread per connection, each line to every connection as
+/// the chat protocol says, naming the sender as its port saw it. Lines
+/// cross from one port to another only `link_after` after the start (a
+/// broker link joining), and `fault`, if any, is done to sender 0's
+/// line 5. Runs until `stop` is set.
+fn fake_chat_relay(
+    servers: usize,
+    link_after: Duration,
+    fault: Option<Fault>,
+    stop: Arc<AtomicBool>,
+) -> (Vec<SocketAddr>, thread::JoinHandle<()>) {
+    let listeners: Vec<TcpListener> = (0..servers)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
     let handle = thread::spawn(move || {
-        let deadline = Instant::now() + TIMEOUT;
-        let writers: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let started = Instant::now();
+        let deadline = started + TIMEOUT;
+        // Each connection's writing half and the port it came through.
+        let writers: Arc<Mutex<Vec<(usize, TcpStream)>>> = Arc::default();
         let mut relays = Vec::new();
+        for listener in &listeners {
+            listener.set_nonblocking(true).unwrap();
+        }
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                Err(_) => break,
+            let accepted = listeners
+                .iter()
+                .enumerate()
+                .find_map(|(port, l)| l.accept().ok().map(|(s, peer)| (port, s, peer)));
+            let Some((port, stream, peer)) = accepted else {
+                thread::sleep(Duration::from_millis(5));
+                continue;
             };
             stream.set_nonblocking(false).unwrap();
-            writers.lock().unwrap().push(stream.try_clone().unwrap());
+            writers
+                .lock()
+                .unwrap()
+                .push((port, stream.try_clone().unwrap()));
             let writers = Arc::clone(&writers);
             relays.push(thread::spawn(move || {
                 let mut lines = std::io::BufReader::new(stream);
@@ -422,12 +440,14 @@ fn faulty_chat_peer(fault: Fault, stop: Arc<AtomicBool>) -> (SocketAddr, thread:
                     }
                     line.pop();
                     let message = chat_protocol::message(&line, peer);
+                    let linked = started.elapsed() >= link_after;
                     let faulty = line.starts_with(b"0.5") && !line[3].is_ascii_digit();
-                    for (i, writer) in writers.lock().unwrap().iter_mut().enumerate() {
+                    for (i, (to, writer)) in writers.lock().unwrap().iter_mut().enumerate() {
                         let copies = match (faulty && i == 1, fault) {
-                            (false, _) => 1,
-                            (true, Fault::Duplicate) => 2,
-                            (true, Fault::Lose) => 0,
+                            _ if *to != port && !linked => 0,
+                            (true, Some(Fault::Duplicate)) => 2,
+                            (true, Some(Fault::Lose)) => 0,
+                            _ => 1,
                         };
                         for _ in 0..copies {
                             let _ = writer.write_all(&message);
@@ -437,21 +457,22 @@ fn faulty_chat_peer(fault: Fault, stop: Arc<AtomicBool>) -> (SocketAddr, thread:
             }));
         }
         // Unblocks the relays' reads.
-        for writer in writers.lock().unwrap().iter() {
+        for (_, writer) in writers.lock().unwrap().iter() {
             let _ = writer.shutdown(std::net::Shutdown::Both);
         }
         for relay in relays {
             let _ = relay.join();
         }
     });
-    (addr, handle)
+    (addrs, handle)
 }
 
-/// Runs `load --chat` with `args` against a [`faulty_chat_peer`].
+/// Runs `load --chat` with `args` against a [`fake_chat_relay`] with
+/// `fault`.
 fn load_faulty_chat(fault: Fault, args: &[&str]) -> (bool, HashMap<String, String>, Proc) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (addr, peer) = faulty_chat_peer(fault, Arc::clone(&stop));
-    let run = run_load(addr, args);
+    let (addrs, peer) = fake_chat_relay(1, Duration::ZERO, Some(fault), Arc::clone(&stop));
+    let run = run_load(addrs[0], args);
     stop.store(true, Ordering::Relaxed);
     peer.join().unwrap();
     run
@@ -516,4 +537,33 @@ fn a_lost_line_holds_its_sender_back_for_a_while_only() {
     assert_eq!(number(&fields, "errors"), 1.0, "{fields:?}");
     assert!(number(&fields, "lines") > 6.0, "{fields:?}");
     assert!(load.stderr().contains("1 line lost"), "{}", load.stderr());
+}
+
+#[test]
+fn chat_across_two_linked_servers_waits_for_the_link_and_measures_crossings() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let link_after = Duration::from_millis(300);
+    let (addrs, relay) = fake_chat_relay(2, link_after, None, Arc::clone(&stop));
+    let second = addrs[1].to_string();
+    let args = [
+        "--addr",
+        &second,
+        "--chat",
+        "4",
+        "--pipeline",
+        "2",
+        "--duration",
+        "1",
+    ];
+    let started = Instant::now();
+    let (ok, fields, load) = run_load(addrs[0], &args);
+    stop.store(true, Ordering::Relaxed);
+    relay.join().unwrap();
+    assert!(ok, "{fields:?}\n{}", load.stderr());
+    // The handshake waited for the link (lines sent before it would have
+    // been lost), then the run took --duration.
+    assert!(started.elapsed() >= link_after + Duration::from_secs(1));
+    check_multi_chat(&fields, &load, 4.0, 2.0);
+    assert_eq!(number(&fields, "servers"), 2.0, "{fields:?}");
+    assert!(number(&fields, "xp50_us") > 0.0, "{fields:?}");
 }
