@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Text of the handshake lines: `sync <sender id> <round>`.
-pub(super) const SYNC: &[u8] = b"sync ";
+const SYNC: &[u8] = b"sync ";
 
 /// A line in flight.
 #[derive(Debug)]
@@ -106,8 +106,6 @@ pub(super) struct Fanout {
     receivers: Vec<Receiver>,
     /// Bytes of text per line.
     size: usize,
-    /// The handshake is over: lines are being measured.
-    started: bool,
     /// Deliveries to listeners count in the tally (not while draining).
     tallying: bool,
     /// Receivers that take part.
@@ -150,7 +148,6 @@ impl Fanout {
                 })
                 .collect(),
             size,
-            started: false,
             tallying: true,
             receiving: 0,
             lines: 0,
@@ -187,7 +184,6 @@ impl Fanout {
             receiver.active = active(slot);
         }
         self.receiving = self.receivers.iter().filter(|r| r.active).count();
-        self.started = true;
     }
 
     /// Stops counting deliveries in the tally (the run is over; what
@@ -436,7 +432,7 @@ fn number(digits: &[u8]) -> Option<u64> {
 }
 
 /// A line for an error message: lossy UTF-8, cut short.
-pub(super) fn show(bytes: &[u8]) -> String {
+fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
     if bytes.len() > 80 {
         format!("{text:?}...")
