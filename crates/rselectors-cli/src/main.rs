@@ -138,7 +138,8 @@ enum Command {
     /// for their echo, repeats), `stream` (each keeps --pipeline messages
     /// in flight), `churn` (connect, send --pipeline messages, read the
     /// echo, close, repeat: a "message" is a whole connection). `--chat N`
-    /// measures a chat server instead: N listeners, one sender.
+    /// measures chat servers instead: N listeners and --senders senders,
+    /// spread over the servers of --addr (repeat it, one per server).
     Load(load::LoadArgs),
 }
 

@@ -1,220 +1,104 @@
-//! `load --chat N`: broadcast fan-out of the chat server.
+//! `load --chat N`: broadcast fan-out of one chat server, or of several
+//! sharing a room (`--addr` given once per server).
 //!
-//! N listening connections and one sender. The sender keeps `--pipeline`
-//! lines in flight: it sends the next one when a line has reached every
-//! connection (itself included, since the server echoes to the sender
-//! too), so the server's backlogs stay bounded however slow it is. A line
-//! carries its sequence number and is padded to `--size` bytes; every
-//! connection must receive every line, in order, byte for byte, as the
-//! chat protocol ([`crate::chat_protocol`]) relays it. A delivery is one
-//! line arriving at one listener; its latency runs from the moment the
-//! sender queued it.
+//! N listening connections and S senders (`--senders`, by default one
+//! per server), each spread round-robin over the servers. Each sender
+//! keeps `--pipeline` lines in flight: it sends the next one when a line
+//! has reached every connection (the senders included, since a server
+//! echoes to the sender too), so the servers' backlogs stay bounded
+//! however slow they are; a line still missing somewhere after 2 s no
+//! longer holds its sender back (it counts as lost if it never comes).
+//! Every connection must receive every line of every sender once, after
+//! that sender's earlier lines, byte for byte as the chat protocol
+//! ([`crate::chat_protocol`]) relays it, naming the sender's address as
+//! its own server sees it ([`super::fanout`] keeps the books). A delivery
+//! is one line arriving at one listener; its latency runs from the moment
+//! the sender queued it. Deliveries to a listener on another server than
+//! the sender's are also measured apart: the cross-server latency.
 //!
-//! A connection that the server has not registered yet would miss lines,
-//! so the run starts with a handshake: the sender sends `sync` lines until
-//! every connection has received one.
+//! A connection that a server has not registered yet would miss lines, as
+//! would one on a server whose link to the others has not joined yet, so
+//! the run starts with a handshake: every sender sends `sync` lines until
+//! every connection has received one from every sender. A server that
+//! delivers nothing from another's senders in time ends the run with an
+//! error naming both.
+//!
+//! After `--duration` the senders stop; lines still in flight get 2 s to
+//! arrive (they are checked, not counted as deliveries), then every line
+//! a connection never got counts as lost.
 
+use super::fanout::Fanout;
 use super::harness::{failed, Load, Workload};
 use super::report::{per_second, Summary, Tally};
-use super::Settings;
-use crate::chat_protocol::{self, parse_message, MAX_LINE, MAX_MESSAGE};
+use super::{Outcome, Settings};
+use crate::chat_protocol::{MAX_LINE, MAX_MESSAGE};
 use crate::conn::{Next, CONNECT_TIMEOUT, READ_CHUNK};
+use crate::logging::warning;
 use rselectors::Events;
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// How often the sender repeats its `sync` line during the handshake.
+/// How often the senders repeat their `sync` lines during the handshake.
 const SYNC_EVERY: Duration = Duration::from_millis(20);
 
-/// Text of the handshake lines (followed by a number).
-const SYNC: &[u8] = b"sync ";
+/// How long the handshake may take (a server's link to the others may
+/// still be joining).
+const SYNC_TIMEOUT: Duration = CONNECT_TIMEOUT;
 
-/// The sender's slot; listeners are 1..=N.
-const SENDER: usize = 0;
+/// How long a line may take to reach every connection: after this it no
+/// longer holds its sender back, and after the run the lines in flight
+/// get this long to arrive before those missing count as lost.
+const LATE: Duration = Duration::from_secs(2);
 
-/// One connection (the sender or a listener) as a receiver of lines.
-#[derive(Debug, Default)]
-struct Receiver {
-    /// It received a `sync` line: the server has registered it.
-    synced: bool,
-    /// It received a measured line (`sync` lines are over for it).
-    measuring: bool,
-    /// Sequence number of the next line it must receive.
-    next_seq: u64,
-    /// Received bytes of a line not complete yet.
-    partial: Vec<u8>,
-}
+/// The most (connection, sender) pairs: each connection keeps a count per
+/// sender.
+const MAX_PAIRS: usize = 10_000_000;
 
-/// A line in flight.
-#[derive(Debug)]
-struct Line {
-    sent_at: Instant,
-    /// The message every connection must receive, without the newline.
-    expected: Vec<u8>,
-    /// Connections that have not received it yet.
-    waiting: usize,
-}
-
-/// The lines in flight and what the sender has queued; apart from the
-/// receivers so that a line can be checked while its receiver and the
-/// read buffer are borrowed.
-#[derive(Debug)]
-struct Fanout {
-    /// Lines in flight, oldest first; the oldest has number `first_seq`.
-    in_flight: VecDeque<Line>,
-    first_seq: u64,
-    /// Lines sent (measured ones).
-    lines: u64,
-    /// The sender's address, as the server names it in every message
-    /// (set once the sender is connected).
-    sender: SocketAddr,
-    /// The handshake is over: lines are being measured.
-    started: bool,
-    /// Connections that take part (connected, synced, not failed).
-    receiving: usize,
-    /// Bytes the sender queued and has not written yet.
-    out: Vec<u8>,
-    size: usize,
-}
-
-impl Fanout {
-    /// The text of line `seq`: its number, then filler up to `size` bytes.
-    fn text(&self, seq: u64) -> Vec<u8> {
-        let mut text = seq.to_string().into_bytes();
-        let filler = (text.len() as u64..self.size as u64).map(|j| b'a' + ((seq + j) % 26) as u8);
-        text.extend(filler);
-        text
-    }
-
-    /// Queues the next measured line for the sender.
-    fn queue_line(&mut self, now: Instant) {
-        let seq = self.first_seq + self.in_flight.len() as u64;
-        let text = self.text(seq);
-        self.out.extend_from_slice(&text);
-        self.out.push(b'\n');
-        let mut expected = chat_protocol::message(&text, self.sender);
-        expected.pop(); // the newline
-        self.in_flight.push_back(Line {
-            sent_at: now,
-            expected,
-            waiting: self.receiving,
-        });
-        self.lines += 1;
-    }
-
-    /// Handles one complete line (no newline) received by slot `slot`;
-    /// the reason if it is wrong.
-    fn received(
-        &mut self,
-        slot: usize,
-        receiver: &mut Receiver,
-        line: &[u8],
-        now: Instant,
-        tally: &mut Tally,
-    ) -> Result<(), String> {
-        let seq = receiver.next_seq;
-        let in_flight = seq
-            .checked_sub(self.first_seq)
-            .map(|i| i as usize)
-            .filter(|&i| i < self.in_flight.len());
-        if let Some(i) = in_flight {
-            let sent = &mut self.in_flight[i];
-            if line == sent.expected {
-                receiver.measuring = true;
-                sent.waiting -= 1;
-                if slot != SENDER {
-                    tally.message(sent.sent_at, now);
-                }
-                receiver.next_seq += 1;
-                self.retire();
-                return Ok(());
-            }
-        }
-        // Not the line due next: a handshake line, or wrong.
-        if parse_message(line).is_some_and(|(text, _)| text.starts_with(SYNC)) {
-            if receiver.measuring {
-                return Err("a sync line after measured lines".to_owned());
-            }
-            receiver.synced = true;
-            return Ok(());
-        }
-        match in_flight {
-            None => Err(format!(
-                "line {seq} came before it was sent: {}",
-                show(line)
-            )),
-            Some(i) => Err(format!(
-                "line {seq} differs: expected {}, got {}",
-                show(&self.in_flight[i].expected),
-                show(line)
-            )),
-        }
-    }
-
-    /// A connection dropped out: the lines it still waited for wait for
-    /// one connection less.
-    fn drop_out(&mut self, receiver: &Receiver) {
-        if !self.started {
-            return;
-        }
-        self.receiving -= 1;
-        let from = receiver.next_seq.saturating_sub(self.first_seq) as usize;
-        for line in self.in_flight.iter_mut().skip(from) {
-            line.waiting -= 1;
-        }
-        self.retire();
-    }
-
-    /// Forgets the oldest lines once everyone has them.
-    fn retire(&mut self) {
-        while self.in_flight.front().is_some_and(|l| l.waiting == 0) {
-            self.in_flight.pop_front();
-            self.first_seq += 1;
-        }
-    }
-}
-
-/// A line for an error message: lossy UTF-8, cut short.
-fn show(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
-    if bytes.len() > 80 {
-        format!("{text:?}...")
-    } else {
-        format!("{text:?}")
-    }
-}
-
-/// The chat workload: a receiver per slot, the lines in flight, and the
-/// buffer every read goes to.
+/// The chat workload: the books, a partial line per slot, and the buffer
+/// every read goes to.
 #[derive(Debug)]
 struct Chat {
-    receivers: Vec<Receiver>,
     fanout: Fanout,
+    /// Received bytes of a line not complete yet, per slot.
+    partials: Vec<Vec<u8>>,
     read_buf: Vec<u8>,
-    /// Lines the sender keeps in flight (`--pipeline`).
+    /// Lines each sender keeps in flight (`--pipeline`).
     window: usize,
+    /// Senders: slots `0..senders`; listeners after them.
+    senders: usize,
+    /// The servers, as `--addr` gave them.
+    servers: Vec<SocketAddr>,
 }
 
 impl Chat {
-    /// READ, plus WRITE for the sender while it has bytes queued.
+    /// Slots in all.
+    fn slots(&self) -> usize {
+        self.partials.len()
+    }
+
+    /// READ, plus WRITE for a sender while it has bytes queued.
     fn interest(&self, slot: usize) -> Events {
-        if slot == SENDER && !self.fanout.out.is_empty() {
-            Events::READ | Events::WRITE
-        } else {
-            Events::READ
+        match self.fanout.senders.get(slot) {
+            Some(sender) if !sender.out.is_empty() => Events::READ | Events::WRITE,
+            _ => Events::READ,
         }
     }
 
-    /// One write of what the sender has queued, on the sender's `stream`.
-    fn write_queued(&mut self, stream: &TcpStream) -> Next {
-        if self.fanout.out.is_empty() {
+    /// How an error message names server `server`.
+    fn describe_server(&self, server: usize) -> String {
+        format!("server {} ({})", server + 1, self.servers[server])
+    }
+
+    /// One write of what sender `id` has queued, on its `stream`.
+    fn write_queued(&mut self, id: usize, stream: &TcpStream) -> Next {
+        let out = &mut self.fanout.senders[id].out;
+        if out.is_empty() {
             return Next::Keep;
         }
-        match (&*stream).write(&self.fanout.out) {
+        match (&*stream).write(out) {
             Ok(n) => {
-                self.fanout.out.drain(..n);
+                out.drain(..n);
             }
             Err(e)
                 if matches!(
@@ -223,7 +107,7 @@ impl Chat {
                 ) => {}
             Err(e) => return failed("write", e),
         }
-        Next::Wait(self.interest(SENDER))
+        Next::Wait(self.interest(id))
     }
 
     /// One read on slot `slot`'s `stream`, and the lines it completes.
@@ -247,8 +131,7 @@ impl Chat {
             Err(e) => return Err(io::Error::new(e.kind(), format!("read: {e}"))),
         };
         let now = Instant::now();
-        let receiver = &mut self.receivers[slot];
-        let mut partial = std::mem::take(&mut receiver.partial);
+        let mut partial = std::mem::take(&mut self.partials[slot]);
         let mut outcome = Ok(());
         let mut rest = &self.read_buf[..n];
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
@@ -258,7 +141,7 @@ impl Chat {
                 partial.extend_from_slice(&rest[..end]);
                 &partial[..]
             };
-            outcome = self.fanout.received(slot, receiver, line, now, tally);
+            outcome = self.fanout.received(slot, line, now, tally);
             partial.clear();
             rest = &rest[end + 1..];
             if outcome.is_err() {
@@ -271,17 +154,27 @@ impl Chat {
                 outcome = Err(format!("a line longer than {} bytes", MAX_MESSAGE - 1));
             }
         }
-        receiver.partial = partial;
+        self.partials[slot] = partial;
         outcome.map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))
     }
 }
 
 impl Workload for Chat {
     fn name(&self, slot: usize) -> String {
-        match slot {
-            SENDER => "the sender".to_owned(),
-            _ => format!("listener {slot}"),
+        let name = match slot {
+            0 if self.senders == 1 => "the sender".to_owned(),
+            _ if slot < self.senders => format!("sender {slot}"),
+            _ => format!("listener {}", slot - self.senders + 1),
+        };
+        if self.servers.len() > 1 {
+            format!("{name} on {}", self.describe_server(self.server(slot)))
+        } else {
+            name
         }
+    }
+
+    fn server(&self, slot: usize) -> usize {
+        self.fanout.server(slot)
     }
 
     fn connected(&mut self, slot: usize, _stream: &TcpStream, _tally: &mut Tally) -> Next {
@@ -290,8 +183,8 @@ impl Workload for Chat {
 
     fn ready(&mut self, slot: usize, stream: &TcpStream, mask: Events, tally: &mut Tally) -> Next {
         let mut next = Next::Keep;
-        if mask.contains(Events::WRITE) && slot == SENDER {
-            next = self.write_queued(stream);
+        if mask.contains(Events::WRITE) && slot < self.senders {
+            next = self.write_queued(slot, stream);
             if let Next::Failed(_) = next {
                 return next;
             }
@@ -305,66 +198,216 @@ impl Workload for Chat {
     }
 
     fn closed(&mut self, slot: usize, _failed: bool, _now: Instant) -> Option<Duration> {
-        self.fanout.drop_out(&self.receivers[slot]);
+        self.fanout.drop_out(slot);
         None
     }
 
-    /// Ends the run once the sender or every listener is gone; else keeps
-    /// `--pipeline` lines in flight.
+    /// When a sender's oldest line becomes late.
+    fn wake_at(&self) -> Option<Instant> {
+        (0..self.senders)
+            .filter_map(|id| self.fanout.oldest_on_time(id))
+            .min()
+            .map(|sent_at| sent_at + LATE)
+    }
+
+    /// Ends the run once every sender or every listener is gone; else
+    /// keeps `--pipeline` lines in flight from each sender.
     fn before_wait(load: &mut Load<Chat>, now: Instant) -> bool {
-        let listening = (1..load.work.receivers.len()).any(|slot| load.is_open(slot));
-        if !listening || !load.is_open(SENDER) {
+        let (senders, slots) = (load.work.senders, load.work.slots());
+        if !(senders..slots).any(|slot| load.is_open(slot)) {
             return false;
         }
-        let fanout = &mut load.work.fanout;
-        let before = fanout.lines;
-        while fanout.in_flight.len() < load.work.window {
-            fanout.queue_line(now);
+        let mut sending = false;
+        for id in 0..senders {
+            if !load.is_open(id) {
+                continue;
+            }
+            sending = true;
+            if let Some(deadline) = now.checked_sub(LATE) {
+                load.work.fanout.expire(id, deadline);
+            }
+            let room = load
+                .work
+                .window
+                .saturating_sub(load.work.fanout.holding(id));
+            for _ in 0..room {
+                load.work.fanout.queue_line(id, now);
+            }
+            if room > 0 {
+                load.act(id, |chat, stream, _| chat.write_queued(id, stream));
+            }
         }
-        if fanout.lines > before {
-            load.act(SENDER, |chat, stream, _| chat.write_queued(stream));
-        }
-        true
+        sending
     }
 }
 
 impl Load<Chat> {
-    /// Sends `sync` lines until every connection has received one.
+    /// Sends `sync` lines until every connection has received one from
+    /// every sender; an error if a server delivered nothing from
+    /// another's senders in time.
     fn handshake(&mut self) -> io::Result<()> {
-        let slots = self.work.receivers.len();
-        let give_up = Instant::now() + CONNECT_TIMEOUT;
+        let (senders, slots) = (self.work.senders, self.work.slots());
+        let give_up = Instant::now() + SYNC_TIMEOUT;
         let mut next_sync = Instant::now();
         let mut round = 0u64;
         loop {
             let now = Instant::now();
-            let waiting = (0..slots).any(|i| self.is_open(i) && !self.work.receivers[i].synced);
-            if !waiting || now >= give_up || !self.is_open(SENDER) {
+            if self.unsynced().next().is_none() || now >= give_up {
                 break;
             }
             if now >= next_sync {
                 round += 1;
-                let out = &mut self.work.fanout.out;
-                out.extend_from_slice(SYNC);
-                out.extend(round.to_string().bytes());
-                out.push(b'\n');
-                self.act(SENDER, |chat, stream, _| chat.write_queued(stream));
+                for id in 0..senders {
+                    if !self.is_open(id) {
+                        continue;
+                    }
+                    self.work.fanout.queue_sync(id, round);
+                    self.act(id, |chat, stream, _| chat.write_queued(id, stream));
+                }
                 next_sync = now + SYNC_EVERY;
             }
             self.poll_events(next_sync.min(give_up).saturating_duration_since(now))?;
         }
-        for slot in 0..slots {
-            if self.is_open(slot) && !self.work.receivers[slot].synced {
+        self.silent_servers()?;
+        let unsynced: Vec<(usize, usize)> = self.unsynced().collect();
+        for pairs in unsynced.chunk_by(|a, b| a.0 == b.0) {
+            let slot = pairs[0].0;
+            if senders == 1 {
                 self.fail(slot, "no sync line came in time");
+            } else {
+                let from: Vec<String> = pairs.iter().map(|(_, id)| id.to_string()).collect();
+                let from = from.join(", ");
+                self.fail(
+                    slot,
+                    format_args!("no sync line came in time from sender {from}"),
+                );
             }
         }
-        self.work.fanout.receiving = (0..slots).filter(|&slot| self.is_open(slot)).count();
-        self.work.fanout.started = true;
+        let open: Vec<bool> = (0..slots).map(|slot| self.is_open(slot)).collect();
+        self.work.fanout.start(|slot| open[slot]);
         Ok(())
+    }
+
+    /// The (slot, sender) pairs, both open, where the slot has not had a
+    /// `sync` line from the sender yet.
+    fn unsynced(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.work.slots())
+            .filter(|&slot| self.is_open(slot))
+            .flat_map(move |slot| {
+                (0..self.work.senders)
+                    .filter(move |&id| self.is_open(id) && !self.work.fanout.synced(slot, id))
+                    .map(move |id| (slot, id))
+            })
+    }
+
+    /// An error naming every server that delivered no `sync` line from
+    /// the senders of another server, if any did not.
+    fn silent_servers(&self) -> io::Result<()> {
+        let fanout = &self.work.fanout;
+        let servers = self.work.servers.len();
+        let open_on = |server: usize, range: std::ops::Range<usize>| -> Vec<usize> {
+            range
+                .filter(|&slot| self.is_open(slot) && fanout.server(slot) == server)
+                .collect()
+        };
+        let mut silent = Vec::new();
+        for from in 0..servers {
+            let senders = open_on(from, 0..self.work.senders);
+            for to in (0..servers).filter(|&to| to != from) {
+                let receivers = open_on(to, 0..self.work.slots());
+                let reached = receivers
+                    .iter()
+                    .any(|&slot| senders.iter().any(|&id| fanout.synced(slot, id)));
+                if !senders.is_empty() && !receivers.is_empty() && !reached {
+                    silent.push(format!(
+                        "{} delivered no line sent through {}",
+                        self.work.describe_server(to),
+                        self.work.describe_server(from)
+                    ));
+                }
+            }
+        }
+        if silent.is_empty() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "handshake: in {} s, {} (do the servers share a broker and room?)",
+                SYNC_TIMEOUT.as_secs(),
+                silent.join("; ")
+            ),
+        ))
+    }
+
+    /// Lets the lines in flight arrive, for at most [`LATE`].
+    fn drain(&mut self) -> io::Result<()> {
+        self.work.fanout.stop_tallying();
+        let give_up = Instant::now() + LATE;
+        loop {
+            let now = Instant::now();
+            if self.work.fanout.delivered() || now >= give_up {
+                return Ok(());
+            }
+            self.poll_events(give_up - now)?;
+        }
+    }
+
+    /// Counts the lines lost and got twice: apart when the summary shows
+    /// them, else as errors.
+    fn lost_and_dup(&mut self, apart: bool) -> Outcome {
+        let (lost, first) = self.work.fanout.lost();
+        let dup = self.work.fanout.dup;
+        let first = first.map(|l| {
+            let sender = if self.work.senders == 1 {
+                String::new()
+            } else {
+                format!(" of sender {}", l.sender)
+            };
+            let name = self.work.name(l.slot);
+            format!("{name} never got line {}{sender}", l.seq)
+        });
+        let secs = LATE.as_secs();
+        if apart {
+            if let Some(first) = first {
+                let lost = lines(lost);
+                warning!("{lost} lost ({secs} s after the end): {first}");
+            }
+            if dup > 0 {
+                warning!("{} came twice", lines(dup));
+            }
+            return Outcome {
+                errors: self.tally.errors,
+                lost,
+                dup,
+            };
+        }
+        if let Some(first) = first {
+            let described = lines(lost);
+            self.tally.errors(
+                lost,
+                format_args!("{described} lost ({secs} s after the end): {first}"),
+            );
+        }
+        self.tally
+            .errors(dup, format_args!("{} came twice", lines(dup)));
+        Outcome {
+            errors: self.tally.errors,
+            ..Outcome::default()
+        }
     }
 }
 
-/// Runs the chat fan-out measurement; the error count.
-pub fn run(settings: &Settings) -> io::Result<u64> {
+/// `1 line`, `2 lines`.
+fn lines(count: u64) -> String {
+    match count {
+        1 => "1 line".to_owned(),
+        _ => format!("{count} lines"),
+    }
+}
+
+/// Runs the chat fan-out measurement; what went wrong.
+pub fn run(settings: &Settings) -> io::Result<Outcome> {
     if settings.size > MAX_LINE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -374,39 +417,67 @@ pub fn run(settings: &Settings) -> io::Result<u64> {
             ),
         ));
     }
+    let (senders, servers) = (settings.senders, settings.addrs.len());
+    let slots = senders + settings.conns;
+    if senders.saturating_mul(slots) > MAX_PAIRS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--senders {senders} with {slots} connections: at most {MAX_PAIRS} \
+                 (connection, sender) pairs"
+            ),
+        ));
+    }
+    let server = |slot: usize| {
+        let nth = if slot < senders { slot } else { slot - senders };
+        nth % servers
+    };
     let chat = Chat {
-        receivers: (0..=settings.conns).map(|_| Receiver::default()).collect(),
-        fanout: Fanout {
-            in_flight: VecDeque::new(),
-            first_seq: 0,
-            lines: 0,
-            sender: SocketAddr::from(([0, 0, 0, 0], 0)),
-            started: false,
-            receiving: 0,
-            out: Vec::new(),
-            size: settings.size,
-        },
+        fanout: Fanout::new(senders, settings.conns, settings.size, server)?,
+        partials: vec![Vec::new(); slots],
         read_buf: vec![0; READ_CHUNK],
         window: settings.pipeline,
+        senders,
+        servers: settings.addrs.clone(),
     };
-    let mut load = Load::new(settings, settings.conns + 1, chat)?;
+    let mut load = Load::new(settings, slots, chat)?;
     load.connect_all()?;
-    if let Some(sender) = load.stream(SENDER) {
-        load.work.fanout.sender = sender.local_addr()?;
-        load.handshake()?;
+    for id in 0..senders {
+        if let Some(stream) = load.stream(id) {
+            let addr = stream.local_addr()?;
+            load.work.fanout.set_sender_addr(id, addr);
+        }
     }
+    load.handshake()?;
     let elapsed = load.run_for(settings.duration, |_, _| {})?;
+    load.drain()?;
+    // One server and one sender: today's summary, every problem an error.
+    let apart = servers > 1 || senders > 1;
+    let outcome = load.lost_and_dup(apart);
+    let fanout = &load.work.fanout;
+    let mut extra = format!(
+        " lines={} deliveries_per_s={:.1}",
+        fanout.lines,
+        per_second(load.tally.msgs, elapsed)
+    );
+    if apart {
+        extra += &format!(
+            " servers={servers} senders={senders} xp50_us={:.1} xp99_us={:.1} xp999_us={:.1} \
+             lost={} dup={}",
+            fanout.cross.quantile_us(0.5),
+            fanout.cross.quantile_us(0.99),
+            fanout.cross.quantile_us(0.999),
+            outcome.lost,
+            outcome.dup
+        );
+    }
     Summary {
         settings,
         mode: "chat",
         tally: &load.tally,
         elapsed,
-        extra: format!(
-            " lines={} deliveries_per_s={:.1}",
-            load.work.fanout.lines,
-            per_second(load.tally.msgs, elapsed)
-        ),
+        extra,
     }
     .print();
-    Ok(load.tally.errors)
+    Ok(outcome)
 }

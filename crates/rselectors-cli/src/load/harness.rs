@@ -23,6 +23,11 @@ pub(super) trait Workload: Sized {
     /// How error messages name slot `slot`'s connection.
     fn name(&self, slot: usize) -> String;
 
+    /// Which server slot `slot` connects to: an index into `--addr`.
+    fn server(&self, _slot: usize) -> usize {
+        0
+    }
+
     /// Slot `slot` starts connecting (again) at `now`.
     fn connecting(&mut self, _slot: usize, _now: Instant) {}
 
@@ -40,6 +45,11 @@ pub(super) trait Workload: Sized {
     /// Called before each wait of the measured run; false ends the run.
     fn before_wait(_load: &mut Load<Self>, _now: Instant) -> bool {
         true
+    }
+
+    /// When the workload has something to do even if no event comes.
+    fn wake_at(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -67,7 +77,8 @@ impl Slot {
 #[derive(Debug)]
 pub(super) struct Load<W> {
     sel: AnySelector<TcpStream, usize>,
-    addr: SocketAddr,
+    /// The servers, as `--addr` gave them.
+    addrs: Vec<SocketAddr>,
     slots: Vec<Slot>,
     /// Open connections.
     live: usize,
@@ -87,7 +98,7 @@ impl<W: Workload> Load<W> {
     pub fn new(settings: &Settings, slots: usize, work: W) -> io::Result<Load<W>> {
         Ok(Load {
             sel: AnySelector::with_kind(settings.kind)?,
-            addr: settings.addr,
+            addrs: settings.addrs.clone(),
             slots: vec![Slot::Closed; slots],
             live: 0,
             reconnect_at: Vec::new(),
@@ -118,13 +129,14 @@ impl<W: Workload> Load<W> {
     pub fn open(&mut self, slot: usize) {
         let now = Instant::now();
         self.work.connecting(slot, now);
+        let addr = self.addrs[self.work.server(slot)];
         let source = if self.vary_source {
             self.connects += 1;
-            churn_source(self.addr, self.connects - 1)
+            churn_source(addr, self.connects - 1)
         } else {
             None
         };
-        let registered = start_connect(self.addr, source)
+        let registered = start_connect(addr, source)
             .map_err(|e| e.to_string())
             .and_then(|s| match self.sel.register(s, Events::WRITE, slot) {
                 Ok(key) => Ok(key.fd),
@@ -136,7 +148,6 @@ impl<W: Workload> Load<W> {
                 self.live += 1;
             }
             Err(e) => {
-                let addr = self.addr;
                 self.tally
                     .error(format_args!("cannot connect to {addr}: {e}"));
                 self.after_close(slot, true, now);
@@ -304,6 +315,7 @@ impl<W: Workload> Load<W> {
             }
             let until = progress.due().map_or(deadline, |due| due.min(deadline));
             let until = next_reconnect.map_or(until, |at| at.min(until));
+            let until = self.work.wake_at().map_or(until, |at| at.min(until));
             self.poll_events(until.saturating_duration_since(now))?;
         }
         progress.finish();

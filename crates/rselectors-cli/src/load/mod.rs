@@ -14,21 +14,36 @@
 //! ```
 //!
 //! (one line; churn adds `conns_per_s=` before `errors=`, `--chat` adds
-//! `lines=` and `deliveries_per_s=`). Live progress goes to stderr once a
-//! second, only when stderr is a terminal. The exit status is non-zero
-//! when there were errors.
+//! `lines=` and `deliveries_per_s=`). A chat run over several servers
+//! (`--addr` given more than once) or with more than one sender then adds
+//! `servers=K senders=S`, the delivery latency of lines that crossed
+//! from one server to another, `xp50_us= xp99_us= xp999_us=`, and the
+//! lines a connection never got, `lost=`, or got twice, `dup=`:
 //!
-//! The workloads, [`echo`] (pingpong, stream, churn) and [`chat`], say what
-//! a connection does with each event; [`harness`] connects, reconnects and
-//! polls them and runs the clock; [`report`] counts and prints.
+//! ```text
+//! conns=4 size=64 mode=chat pipeline=1 msgs=52000 msgs_per_s=52000.0
+//! mib_per_s=3.174 p50_us=70.1 p99_us=150.0 p999_us=300.0 lines=26000
+//! deliveries_per_s=52000.0 servers=2 senders=2 xp50_us=80.2 xp99_us=160.0
+//! xp999_us=310.0 lost=0 dup=0 errors=0
+//! ```
+//!
+//! Live progress goes to stderr once a second, only when stderr is a
+//! terminal. The exit status is non-zero when there were errors, lost
+//! lines or duplicated ones.
+//!
+//! The workloads, [`echo`] (pingpong, stream, churn) and [`chat`] (with
+//! its bookkeeping of lines, [`fanout`]), say what a connection does with
+//! each event; [`harness`] connects, reconnects and polls them and runs
+//! the clock; [`report`] counts and prints.
 
 mod chat;
 mod echo;
+mod fanout;
 mod harness;
 mod report;
 
-use crate::{parse_seconds, Common};
-use clap::{value_parser, Args, ValueEnum};
+use crate::{parse_addr, parse_seconds, parse_selector};
+use clap::{value_parser, ArgAction, Args, ValueEnum};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -63,8 +78,18 @@ impl Mode {
 /// The `load` subcommand's options.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    #[command(flatten)]
-    common: Common,
+    /// Server to connect to; IPv6 as [::1]:9999. With --chat, give it once
+    /// per server to spread the listeners and senders over them.
+    // The comment is clap's help text, shown as written: not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    #[arg(long = "addr", value_name = "ADDR", default_value = "127.0.0.1:9999",
+          action = ArgAction::Append, value_parser = parse_addr)]
+    addrs: Vec<String>,
+    /// I/O multiplexing mechanism: default (the platform's best), or one
+    /// the platform has: epoll (Linux, Android, illumos), devpoll (illumos,
+    /// Solaris), kqueue (macOS, the BSDs), poll, select.
+    #[arg(long, default_value = "default", value_name = "KIND", value_parser = parse_selector)]
+    selector: rselectors::BackendKind,
     /// Connections (concurrent connection slots for churn).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = value_parser!(u32).range(1..=1_000_000))]
@@ -80,23 +105,37 @@ pub struct LoadArgs {
     #[arg(long, value_enum, default_value_t = Mode::PingPong)]
     mode: Mode,
     /// Messages per round trip (pingpong), in flight (stream), or per
-    /// connection (churn); with --chat, lines in flight.
+    /// connection (churn); with --chat, lines in flight per sender.
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = value_parser!(u32).range(1..=65_536))]
     pipeline: u32,
-    /// Measure a chat server's broadcast: N listening connections and one
-    /// sender; reports deliveries per second and delivery latency.
+    /// Measure chat servers' broadcast: N listening connections, spread
+    /// round-robin over the --addr servers, and --senders senders; checks
+    /// that every line reaches every connection once, in order; reports
+    /// deliveries per second and delivery latency.
     #[arg(long, value_name = "N", conflicts_with_all = ["mode", "conns"],
           value_parser = value_parser!(u32).range(1..=100_000))]
     chat: Option<u32>,
+    /// With --chat: connections that send lines, spread round-robin over
+    /// the --addr servers [default: one per --addr]
+    #[arg(long, value_name = "S", requires = "chat",
+          value_parser = value_parser!(u32).range(1..=MAX_SENDERS as i64))]
+    senders: Option<u32>,
 }
+
+/// The most `--senders`: every connection keeps a count per sender.
+const MAX_SENDERS: u32 = 1000;
 
 /// The run's settings, checked.
 #[derive(Debug)]
 struct Settings {
-    addr: SocketAddr,
+    /// The servers, as `--addr` gave them (one, but with --chat).
+    addrs: Vec<SocketAddr>,
     kind: rselectors::BackendKind,
+    /// Connections; with --chat, listeners.
     conns: usize,
+    /// Chat senders (1 without --chat).
+    senders: usize,
     size: usize,
     duration: Duration,
     mode: Mode,
@@ -117,25 +156,75 @@ pub fn run(args: &LoadArgs) -> io::Result<()> {
             ),
         ));
     }
+    if args.chat.is_none() && args.addrs.len() > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--addr is given {} times: only --chat spreads its connections over \
+                 several servers",
+                args.addrs.len()
+            ),
+        ));
+    }
     let settings = Settings {
-        addr: resolve(&args.common.addr)?,
-        kind: args.common.selector,
+        addrs: args
+            .addrs
+            .iter()
+            .map(|addr| resolve(addr))
+            .collect::<io::Result<_>>()?,
+        kind: args.selector,
         conns: args.chat.unwrap_or(args.conns) as usize,
+        senders: args.senders.map_or(args.addrs.len(), |s| s as usize),
         size,
         duration: args.duration,
         mode: args.mode,
         pipeline,
     };
-    let errors = match args.chat {
+    let outcome = match args.chat {
         Some(_) => chat::run(&settings)?,
-        None => echo::run(&settings)?,
+        None => Outcome {
+            errors: echo::run(&settings)?,
+            ..Outcome::default()
+        },
     };
-    if errors > 0 {
-        return Err(io::Error::other(format!(
-            "{errors} errors (see the summary)"
-        )));
+    outcome.check()
+}
+
+/// What went wrong in a run, as its summary counts it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    errors: u64,
+    /// Chat lines a connection never got.
+    lost: u64,
+    /// Chat lines a connection got twice.
+    dup: u64,
+}
+
+impl Outcome {
+    /// An error if anything went wrong.
+    fn check(self) -> io::Result<()> {
+        let mut problems = Vec::new();
+        let count = |n: u64, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            _ => format!("{n} {many}"),
+        };
+        if self.errors > 0 {
+            problems.push(count(self.errors, "error", "errors"));
+        }
+        if self.lost > 0 {
+            problems.push(count(self.lost, "line lost", "lines lost"));
+        }
+        if self.dup > 0 {
+            problems.push(count(self.dup, "line duplicated", "lines duplicated"));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "{} (see the summary)",
+            problems.join(", ")
+        )))
     }
-    Ok(())
 }
 
 /// The first address of `addr` (it may be a host name).

@@ -10,33 +10,59 @@ use std::time::{Duration, Instant};
 /// Errors described on stderr; the rest are only counted.
 const ERRORS_SHOWN: u64 = 5;
 
+/// A latency histogram.
+#[derive(Debug)]
+pub(super) struct Latency {
+    ns: Histogram<u64>,
+}
+
+impl Latency {
+    pub fn new() -> io::Result<Latency> {
+        // 1 ns to 1 minute, 3 significant digits.
+        let ns = Histogram::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+        Ok(Latency { ns })
+    }
+
+    /// Records one latency, from `since` to `now`.
+    pub fn record(&mut self, since: Instant, now: Instant) {
+        let ns = now.saturating_duration_since(since).as_nanos();
+        self.ns
+            .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+    }
+
+    /// Quantile `q` in microseconds; 0 when nothing was recorded.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.ns.is_empty() {
+            0.0
+        } else {
+            self.ns.value_at_quantile(q) as f64 / 1000.0
+        }
+    }
+}
+
 /// Counts of a run and its latency histogram.
 #[derive(Debug)]
 pub(super) struct Tally {
     /// Messages echoed in full (churn: connections done; chat: deliveries).
     pub msgs: u64,
     pub errors: u64,
-    latency_ns: Histogram<u64>,
+    latency: Latency,
 }
 
 impl Tally {
     pub fn new() -> io::Result<Tally> {
-        // 1 ns to 1 minute, 3 significant digits.
-        let latency_ns = Histogram::new_with_bounds(1, 60_000_000_000, 3)
-            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
         Ok(Tally {
             msgs: 0,
             errors: 0,
-            latency_ns,
+            latency: Latency::new()?,
         })
     }
 
     /// Counts one message that took from `since` to `now`.
     pub fn message(&mut self, since: Instant, now: Instant) {
         self.msgs += 1;
-        let ns = now.saturating_duration_since(since).as_nanos();
-        self.latency_ns
-            .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
+        self.latency.record(since, now);
     }
 
     /// Counts an error; the first few are described on stderr.
@@ -49,12 +75,16 @@ impl Tally {
         }
     }
 
-    fn quantile_us(&self, q: f64) -> f64 {
-        if self.latency_ns.is_empty() {
-            0.0
-        } else {
-            self.latency_ns.value_at_quantile(q) as f64 / 1000.0
+    /// Counts `count` errors at once, described as `what` (if any).
+    pub fn errors(&mut self, count: u64, what: std::fmt::Arguments<'_>) {
+        if count > 0 {
+            self.error(what);
+            self.errors += count - 1;
         }
+    }
+
+    fn quantile_us(&self, q: f64) -> f64 {
+        self.latency.quantile_us(q)
     }
 }
 
