@@ -114,6 +114,31 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a reply may take before the connection is given up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Warnings about what the link skips or the broker refuses come at most
+/// this often, each with a count of what it stands for.
+const WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning for repeated events, given at most every [`WARNING_EVERY`].
+#[derive(Debug, Default)]
+struct Throttled {
+    /// Events since the last warning.
+    unwarned: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Throttled {
+    /// Counts one event; `Some(events)` if a warning for them is due now.
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        self.unwarned += 1;
+        let due = self.warned_at.is_none_or(|at| now >= at + WARNING_EVERY);
+        if !due {
+            return None;
+        }
+        self.warned_at = Some(now);
+        Some(std::mem::take(&mut self.unwarned))
+    }
+}
+
 /// What the link did; `list` and the closing summary show it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {

@@ -4,7 +4,7 @@
 use super::envelope::{self, Origin};
 use super::redis::{Failure, Redis};
 use super::resp::{self, Reply};
-use super::{BrokerUrl, Mode, Watch, HEARTBEAT, REPLY_TIMEOUT, STREAM_MAXLEN};
+use super::{BrokerUrl, Mode, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT, STREAM_MAXLEN};
 use crate::logging::warning;
 use rselectors::Events;
 use std::collections::VecDeque;
@@ -61,6 +61,7 @@ pub struct Publisher {
     pub sent: u64,
     /// Lines not forwarded.
     pub dropped: u64,
+    refused_warning: Throttled,
 }
 
 impl Publisher {
@@ -78,6 +79,7 @@ impl Publisher {
             limit,
             sent: 0,
             dropped: 0,
+            refused_warning: Throttled::default(),
         }
     }
 
@@ -187,7 +189,7 @@ impl Publisher {
         let mut became_ready = false;
         while let Some(reply) = self.redis.reply()? {
             match (self.redis.answered(now), reply) {
-                (Some(Sent::Envelope), reply) => self.answered(reply, url),
+                (Some(Sent::Envelope), reply) => self.answered(reply, url, now),
                 (Some(_), Reply::Error(e)) => return Err(Failure::Refused(e)),
                 (Some(Sent::Ping), _) if !self.ready => {
                     self.ready = true;
@@ -203,7 +205,7 @@ impl Publisher {
     }
 
     /// The broker answered the oldest envelope in flight.
-    fn answered(&mut self, reply: Reply, url: &BrokerUrl) {
+    fn answered(&mut self, reply: Reply, url: &BrokerUrl, now: Instant) {
         let Some(queued) = self.queue.pop_front() else {
             return;
         };
@@ -211,7 +213,12 @@ impl Publisher {
         self.queued_bytes -= queued.command.len();
         if let Reply::Error(e) = reply {
             self.dropped += queued.lines as u64;
-            warning!("broker {url} refused {} lines: {e}", queued.lines);
+            if let Some(refused) = self.refused_warning.due(now) {
+                warning!(
+                    "broker {url} refused {refused} envelopes of lines for the other \
+                     servers (dropped); the last error: {e}"
+                );
+            }
         } else {
             self.sent += queued.lines as u64;
         }

@@ -8,7 +8,7 @@
 use super::envelope::{self, Delivered, Opened, Origin, MAX_ENVELOPE};
 use super::redis::{Failure, Redis};
 use super::resp::{self, Reply};
-use super::{BrokerUrl, Mode, Watch, HEARTBEAT, REPLY_TIMEOUT};
+use super::{BrokerUrl, Mode, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT};
 use crate::logging::warning;
 use rselectors::Events;
 use std::fmt;
@@ -22,9 +22,6 @@ const READ_BLOCK_MS: u64 = 1000;
 
 /// Entries one `XREAD` returns at most.
 const READ_COUNT: u32 = 64;
-
-/// Warnings about what was skipped come at most this often.
-const SKIPPED_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// What a subscriber command was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +72,7 @@ pub struct Subscriber {
     pub lines: u64,
     /// Payloads that were not envelopes this server reads.
     pub skipped: u64,
-    /// Skipped payloads not warned about yet, and when the last warning was.
-    skipped_unwarned: u64,
-    skipped_warned_at: Option<Instant>,
+    skipped_warning: Throttled,
 }
 
 impl Subscriber {
@@ -93,8 +88,7 @@ impl Subscriber {
             received: Vec::new(),
             lines: 0,
             skipped: 0,
-            skipped_unwarned: 0,
-            skipped_warned_at: None,
+            skipped_warning: Throttled::default(),
         }
     }
 
@@ -277,23 +271,16 @@ impl Subscriber {
     }
 
     /// Skips a payload that is not an envelope this server reads, with a
-    /// warning at most every [`SKIPPED_WARNING_EVERY`].
+    /// warning at most every [`super::WARNING_EVERY`].
     #[cold]
     fn skip(&mut self, why: &str, url: &BrokerUrl, now: Instant) {
         self.skipped += 1;
-        self.skipped_unwarned += 1;
-        let due = self
-            .skipped_warned_at
-            .is_none_or(|at| now >= at + SKIPPED_WARNING_EVERY);
-        if due {
+        if let Some(skipped) = self.skipped_warning.due(now) {
             warning!(
-                "broker {url}: skipped {} payloads on {} that are not chat lines of \
+                "broker {url}: skipped {skipped} payloads on {} that are not chat lines of \
                  this server's version (the last: {why}); clients see none of them",
-                self.skipped_unwarned,
                 String::from_utf8_lossy(&self.key)
             );
-            self.skipped_unwarned = 0;
-            self.skipped_warned_at = Some(now);
         }
     }
 
@@ -347,5 +334,92 @@ fn pushed_message(reply: &Reply) -> Option<&[u8]> {
             _ => Some(b""),
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top(id: Option<&str>) -> Reply {
+        let entries = id
+            .map(|id| {
+                vec![Reply::Array(vec![
+                    Reply::Bulk(id.into()),
+                    Reply::Array(vec![]),
+                ])]
+            })
+            .unwrap_or_default();
+        Reply::Array(entries)
+    }
+
+    fn subscriber() -> Subscriber {
+        Subscriber::new(Mode::Streams, b"k".to_vec(), Origin::random())
+    }
+
+    #[test]
+    fn a_stream_is_read_on_from_the_last_entry_seen_unless_it_was_lost() {
+        let mut s = subscriber();
+        s.start_reading(&top(None));
+        assert_eq!(
+            s.last_id,
+            Some(StreamId(0, 0)),
+            "no stream yet: all of it is new"
+        );
+        let mut s = subscriber();
+        s.start_reading(&top(Some("17-3")));
+        assert_eq!(
+            s.last_id,
+            Some(StreamId(17, 3)),
+            "first join: only what comes next"
+        );
+        s.last_id = Some(StreamId(20, 0));
+        s.start_reading(&top(Some("25-1")));
+        assert_eq!(
+            s.last_id,
+            Some(StreamId(20, 0)),
+            "back: on from where it was"
+        );
+        s.start_reading(&top(Some("19-9")));
+        assert_eq!(
+            s.last_id,
+            Some(StreamId(0, 0)),
+            "the stream ends before: it was lost"
+        );
+        s.last_id = Some(StreamId(20, 0));
+        s.start_reading(&top(None));
+        assert_eq!(s.last_id, Some(StreamId(0, 0)), "the stream is gone");
+    }
+
+    #[test]
+    fn stream_ids_parse_and_order() {
+        assert_eq!(
+            StreamId::parse(b"1700000000000-12"),
+            Some(StreamId(1_700_000_000_000, 12))
+        );
+        assert_eq!(StreamId(5, 0).to_string(), "5-0");
+        assert!(StreamId(5, 10) > StreamId(5, 9) && StreamId(6, 0) > StreamId(5, 99));
+        for bad in [&b"5"[..], b"a-1", b"1-", b"-1"] {
+            assert_eq!(StreamId::parse(bad), None);
+        }
+    }
+
+    #[test]
+    fn only_pushed_messages_are_payloads() {
+        let push = |kind: &str, payload: Reply| {
+            Reply::Array(vec![
+                Reply::Bulk(kind.into()),
+                Reply::Bulk(b"ch".to_vec()),
+                payload,
+            ])
+        };
+        let message = push("message", Reply::Bulk(b"x".to_vec()));
+        assert_eq!(pushed_message(&message), Some(&b"x"[..]));
+        assert_eq!(
+            pushed_message(&push("message", Reply::TooLong(9))),
+            Some(&b""[..])
+        );
+        assert_eq!(pushed_message(&push("subscribe", Reply::Integer(1))), None);
+        assert_eq!(pushed_message(&Reply::Status(b"OK".to_vec())), None);
     }
 }
