@@ -380,8 +380,16 @@ impl Broker {
             true => "link down",
             false => "cannot join",
         };
+        let reason = failure.to_string();
+        let hint = if reason.starts_with("NOAUTH") {
+            format!(" (give the password in the URL or in {PASSWORD_VAR})")
+        } else if reason.starts_with("WRONGPASS") {
+            " (check the user and the password)".to_owned()
+        } else {
+            String::new()
+        };
         warning!(
-            "broker {url}: {state} ({role}: {failure}); local chat goes on, {what} \
+            "broker {url}: {state} ({role}: {reason}{hint}); local chat goes on, {what} \
              until it is back; reconnecting"
         );
     }
