@@ -320,4 +320,14 @@ mod tests {
         }
         assert!(delivered.last.len() <= MAX_ORIGINS);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_payload_opens_without_a_panic(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = open(&payload);
+            let mut sealed = b"rselectors-chat/1 0123456789abcdef 1\n".to_vec();
+            sealed.extend(&payload);
+            let _ = open(&sealed);
+        }
+    }
 }

@@ -321,4 +321,83 @@ mod tests {
         );
         assert_eq!(parse_all(b"*1\r\n$4\r\nPING\r\n", 1, 64).unwrap().len(), 1);
     }
+
+    /// Any reply, encoded as Redis does.
+    fn reply() -> impl proptest::strategy::Strategy<Value = Reply> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            "[a-zA-Z ]{0,12}".prop_map(|s| Reply::Status(s.into_bytes())),
+            "[a-zA-Z ]{0,12}".prop_map(Reply::Error),
+            any::<i64>().prop_map(Reply::Integer),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Reply::Bulk),
+            Just(Reply::Nil),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+        })
+    }
+
+    fn encode(reply: &Reply, out: &mut Vec<u8>) {
+        match reply {
+            Reply::Status(s) => out.extend([b"+", &s[..], b"\r\n"].concat()),
+            Reply::Error(e) => out.extend([b"-", e.as_bytes(), b"\r\n"].concat()),
+            Reply::Integer(n) => out.extend(format!(":{n}\r\n").into_bytes()),
+            Reply::Bulk(b) => {
+                out.extend(format!("${}\r\n", b.len()).into_bytes());
+                out.extend(b);
+                out.extend(b"\r\n");
+            }
+            Reply::Nil => out.extend(b"$-1\r\n"),
+            Reply::Array(items) => {
+                out.extend(format!("*{}\r\n", items.len()).into_bytes());
+                items.iter().for_each(|item| encode(item, out));
+            }
+            Reply::TooLong(_) => unreachable!("not generated"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_replies_parse_back_whatever_the_pieces(
+            replies in proptest::collection::vec(reply(), 1..5),
+            step in 1usize..64,
+        ) {
+            let mut input = Vec::new();
+            replies.iter().for_each(|r| encode(r, &mut input));
+            proptest::prop_assert_eq!(parse_all(&input, step, 1024).unwrap(), replies);
+        }
+
+        #[test]
+        fn any_bytes_give_replies_or_an_error_never_a_panic(
+            input in proptest::collection::vec(any_resp_byte(), 0..200),
+            step in 1usize..32,
+        ) {
+            let mut parser = Parser::new(16);
+            let mut buffer = Vec::new();
+            'feed: for piece in input.chunks(step) {
+                buffer.extend_from_slice(piece);
+                loop {
+                    match parser.parse(&buffer) {
+                        Err(_) => break 'feed,
+                        Ok((used, reply)) => {
+                            proptest::prop_assert!(used <= buffer.len());
+                            buffer.drain(..used);
+                            if reply.is_none() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes weighted towards what RESP is made of.
+    fn any_resp_byte() -> impl proptest::strategy::Strategy<Value = u8> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::sample::select(&b"+-:$*_\r\n0123456789-"[..]),
+            any::<u8>(),
+        ]
+    }
 }
