@@ -191,6 +191,9 @@ impl Publisher {
             match (self.redis.answered(now), reply) {
                 (Some(Sent::Envelope), reply) => self.answered(reply, url, now),
                 (Some(_), Reply::Error(e)) => return Err(Failure::Refused(e)),
+                (Some(Sent::Ping), reply) if reply.bytes() != Some(b"PONG") => {
+                    return Err(Failure::unexpected(&reply))
+                }
                 (Some(Sent::Ping), _) if !self.ready => {
                     self.ready = true;
                     became_ready = true;

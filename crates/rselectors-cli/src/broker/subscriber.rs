@@ -161,7 +161,16 @@ impl Subscriber {
             }
             match (self.redis.answered(now), reply) {
                 (Some(_), Reply::Error(e)) => return Err(Failure::Refused(e)),
-                (Some(Asked::Subscribe), _) => became_ready = true,
+                (Some(Asked::Subscribe), reply) => {
+                    let kind = reply.items().and_then(|items| items.first()?.bytes());
+                    if kind != Some(b"subscribe") {
+                        return Err(Failure::unexpected(&reply));
+                    }
+                    became_ready = true;
+                }
+                (Some(Asked::Top), reply) if reply.items().is_none() => {
+                    return Err(Failure::unexpected(&reply))
+                }
                 (Some(Asked::Top), reply) => {
                     self.start_reading(&reply);
                     self.read_stream(now);
