@@ -166,8 +166,6 @@ struct Outage {
     dropped_before: u64,
     /// Lines that waited for the broker when the publisher was back.
     waited: Option<u64>,
-    /// The queue-full warning was given.
-    queue_warned: bool,
 }
 
 /// The link to the other servers of one chat server's room.
@@ -180,6 +178,8 @@ pub struct Broker {
     outgoing: Vec<u8>,
     /// `None` while the link is up (or before its first attempt).
     outage: Option<Outage>,
+    /// The queue-full warning was given since the queue was last empty.
+    queue_warned: bool,
     /// The link has been up once.
     joined_once: bool,
     reconnects: u64,
@@ -197,6 +197,7 @@ impl Broker {
             subscriber: Subscriber::new(config.mode, key, origin),
             outgoing: Vec::new(),
             outage: None,
+            queue_warned: false,
             joined_once: false,
             reconnects: 0,
             random: origin.seed(),
@@ -245,16 +246,15 @@ impl Broker {
         if let Err(failure) = self.publisher.flush(now, w) {
             self.publisher_failed(failure, now, w);
         }
+        self.queue_warned &= !self.publisher.is_empty();
     }
 
-    /// Warns that the queue is full, once per outage.
+    /// Warns that the queue is full: once until it has drained, whether
+    /// the broker is gone or only slow.
     #[cold]
     fn queue_full(&mut self) {
-        if let Some(outage) = &mut self.outage {
-            if outage.queue_warned {
-                return;
-            }
-            outage.queue_warned = true;
+        if std::mem::replace(&mut self.queue_warned, true) {
+            return;
         }
         warning!(
             "broker {}: {} bytes wait for it (--broker-queue): lines for the \
@@ -322,8 +322,9 @@ impl Broker {
         }
         let url = &self.config.url;
         match self.outage.take() {
-            Some(outage) => {
-                self.reconnects += u64::from(self.joined_once);
+            // Not for a link that never joined (started before the broker).
+            Some(outage) if self.joined_once => {
+                self.reconnects += 1;
                 let dropped = self.publisher.dropped - outage.dropped_before;
                 let lost = match self.config.mode {
                     Mode::Pubsub => format!("{dropped} lines were not forwarded"),
@@ -335,7 +336,7 @@ impl Broker {
                 let down = now.duration_since(outage.since).as_secs_f64();
                 info!("broker {url}: link up after {down:.1} s down ({lost})");
             }
-            None => info!(
+            _ => info!(
                 "broker {url}: joined room {} ({})",
                 self.config.room, self.config.mode
             ),
@@ -367,7 +368,6 @@ impl Broker {
             since: now,
             dropped_before: self.publisher.dropped,
             waited: None,
-            queue_warned: false,
         });
         let what = match self.config.mode {
             Mode::Pubsub => "lines for the other servers are dropped".to_owned(),

@@ -91,6 +91,11 @@ impl Publisher {
         self.ready
     }
 
+    /// True if nothing waits for the broker.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Lines waiting for the broker (queued, or sent and not answered).
     pub fn queued_lines(&self) -> u64 {
         self.queue.iter().map(|q| q.lines as u64).sum()
