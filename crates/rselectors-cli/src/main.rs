@@ -173,7 +173,8 @@ struct BrokerArgs {
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
     /// The room: servers share lines when broker and room match (Redis
-    /// channel or stream `rselectors:chat:NAME`).
+    /// channel or stream `rselectors:chat:NAME`; the channel of a
+    /// database N other than 0 is `rselectors:chat:NAME@N`).
     #[arg(long, value_name = "NAME", default_value = "chat", requires = "broker",
           value_parser = broker::parse_room)]
     room: String,

@@ -21,7 +21,9 @@
 //!
 //! Names in Redis, for room `R`: the channel `rselectors:chat:R`
 //! (`pubsub`), the stream `rselectors:chat:R` (`streams`, trimmed to
-//! about [`STREAM_MAXLEN`] envelopes).
+//! about [`STREAM_MAXLEN`] envelopes). Redis channels are not per
+//! database, so on database `N` other than 0 the channel is
+//! `rselectors:chat:R@N` (no room name has a `@`).
 
 mod envelope;
 mod publisher;
@@ -190,7 +192,11 @@ pub struct Broker {
 impl Broker {
     /// The link of `config`: it connects at its first [`Broker::tick`].
     pub fn new(config: Config) -> Broker {
-        let key = format!("rselectors:chat:{}", config.room).into_bytes();
+        let key = match (config.mode, config.url.db) {
+            (Mode::Pubsub, db) if db != 0 => format!("rselectors:chat:{}@{db}", config.room),
+            _ => format!("rselectors:chat:{}", config.room),
+        }
+        .into_bytes();
         let origin = Origin::random();
         Broker {
             publisher: Publisher::new(config.mode, key.clone(), origin, config.queue_limit),
@@ -415,12 +421,12 @@ impl Broker {
             Mode::Streams => format!(", {} queued", c.queued),
         };
         format!(
-            "broker   {} room {} ({}, rselectors:chat:{}): {state}; lines sent {}, \
+            "broker   {} room {} ({}, {}): {state}; lines sent {}, \
              received {}, dropped {}{queued}, skipped {}, reconnects {}",
             self.config.url,
             self.config.room,
             self.config.mode,
-            self.config.room,
+            self.publisher.key(),
             c.sent,
             c.received,
             c.dropped,

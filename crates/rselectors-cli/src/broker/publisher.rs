@@ -91,6 +91,11 @@ impl Publisher {
         self.ready
     }
 
+    /// The channel or stream it publishes to.
+    pub fn key(&self) -> String {
+        String::from_utf8_lossy(&self.key).into_owned()
+    }
+
     /// True if nothing waits for the broker.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
