@@ -39,6 +39,12 @@ const HOLD: Duration = Duration::from_secs(8);
 /// loop never waits for Redis.
 const LOCAL_DELIVERY: Duration = Duration::from_secs(2);
 
+/// Lines a client says in one write during the cut.
+const BURST: usize = 300;
+
+/// Lines a client says one at a time during the cut.
+const ENVELOPES: usize = 100;
+
 /// The heartbeat finds a partition within this: a reply is overdue 3 s
 /// after the command (a heartbeat goes out after 1 s idle), with slack.
 const DETECTION: Duration = Duration::from_secs(6);
@@ -454,22 +460,40 @@ impl Chat {
     /// Client `speaker` says a new line in `phase`, and each client of
     /// `hearers` waits for it; the longest wait.
     fn say(&mut self, speaker: usize, hearers: &[usize], phase: Phase) -> Duration {
+        self.say_many(speaker, 1, hearers, phase)
+    }
+
+    /// Client `speaker` says `count` new lines in one write, and each
+    /// client of `hearers` waits for the last; the longest wait.
+    fn say_many(
+        &mut self,
+        speaker: usize,
+        count: usize,
+        hearers: &[usize],
+        phase: Phase,
+    ) -> Duration {
         let client = &mut self.clients[speaker];
-        let line = format!("{} {phase:?} {}", client.name, self.said.len());
-        let said = format!("{line}\n");
-        client.stream.write_all(said.as_bytes()).expect("send");
         let (sender, server) = (client.me.clone(), client.server);
+        let mut wire = String::new();
+        for _ in 0..count {
+            // Ended by '.', so that no line is a part of another.
+            let line = format!("{} {phase:?} {}.", client.name, self.said.len());
+            wire.push_str(&line);
+            wire.push('\n');
+            let sender = sender.clone();
+            self.said.push(Said {
+                sender,
+                server,
+                line,
+                phase,
+            });
+        }
+        client.stream.write_all(wire.as_bytes()).expect("send");
+        let last = self.said.last().unwrap().line.clone();
         let waits = hearers
             .iter()
-            .map(|&i| self.clients[i].wait_for(&sender, &line));
-        let longest = waits.max().unwrap_or_default();
-        self.said.push(Said {
-            sender,
-            server,
-            line,
-            phase,
-        });
-        longest
+            .map(|&i| self.clients[i].wait_for(&sender, &last));
+        waits.max().unwrap_or_default()
     }
 
     /// What `sender` said, in order.
@@ -572,8 +596,13 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     // Not a reset or an error: only the heartbeat can tell.
     assert!(down.contains("no reply for"), "{down}");
     assert!(detected < DETECTION, "found after {detected:?}");
-    local = local.max(chat.say(B, &[A, B], Phase::Cut));
-    local = local.max(chat.say(C, &[C], Phase::Cut));
+    // Many lines in one write (s1 queues them, streams mode); and more
+    // envelopes than one read of the stream returns (64), one line each
+    // (s1 catches up with several).
+    local = local.max(chat.say_many(B, BURST, &[A, B], Phase::Cut));
+    for _ in 0..ENVELOPES {
+        local = local.max(chat.say(C, &[C], Phase::Cut));
+    }
     if let Some(left) = (cut_at + HOLD).checked_duration_since(Instant::now()) {
         std::thread::sleep(left);
     }
@@ -606,8 +635,8 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     }
     let resumed = restored_at.elapsed();
     let b = net.ns("b");
-    let entries = sh!("ip netns exec {b} redis-cli XLEN rselectors:chat:chat").unwrap();
-    let entries: u64 = entries.parse().unwrap();
+    let stream = sh!("ip netns exec {b} redis-cli --raw XRANGE rselectors:chat:chat - +");
+    let stream = stream.unwrap();
 
     // SIGTERM: each server sends what it has and closes its clients, so
     // reading up to the close shows anything that came twice.
@@ -618,13 +647,32 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     }
     assert_eq!(logged(&s1, "link down ("), 1, "warned once per outage");
     assert_eq!(logged(&s1, "link up after"), 1);
-    let (on1, on2) = (chat.said_on(1), chat.said_on(2));
-    if (mode, cut) == ("streams", Cut::RepliesLost) {
-        // One line to an envelope: more entries are envelopes s1 sent
-        // again, its first try carried out but not answered. Each was
-        // delivered once all the same (checked above).
-        assert!(entries > on1 + on2, "{entries} entries");
+    // How many times each line is in the stream: more than once when
+    // the server sent it again, not knowing if its first try was taken;
+    // delivered once all the same (checked above).
+    let copies: Vec<usize> = chat
+        .said
+        .iter()
+        .map(|s| stream.matches(&s.line).count())
+        .collect();
+    let again = copies.iter().map(|&n| n.saturating_sub(1)).sum::<usize>();
+    if mode == "streams" {
+        assert!(!copies.contains(&0), "a line never reached the stream");
     }
+    if cut == Cut::RepliesLost {
+        // The first line of the cut was carried out, its reply lost.
+        let first = chat
+            .said
+            .iter()
+            .position(|s| s.phase == Phase::Cut)
+            .unwrap();
+        assert!(
+            copies[first] > 1,
+            "{:?} is in the stream once",
+            chat.said[first]
+        );
+    }
+    let (on1, on2) = (chat.said_on(1), chat.said_on(2));
     // The counts agree with what the clients got. In pubsub mode, lines
     // s1 sent before it knew the link was down count as dropped (no reply
     // came), though some may have reached Redis: `received` on s2 is what
@@ -639,8 +687,8 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     eprintln!(
         "partition ({mode}, {cut:?}): link down {:.1} s after the cut [{}]; link up {:.1} s \
          after the restore [{}]; caught up {:.1} s and chat across resumed {:.1} s after it; \
-         local delivery during the cut within {:.1} ms; s1 {c1:?}; s2 {c2:?}; {entries} stream \
-         entries for {} lines; {:.1} s in all",
+         local delivery during the cut within {:.1} ms; s1 {c1:?}; s2 {c2:?}; {again} of {} \
+         lines twice in the stream; {:.1} s in all",
         secs(detected),
         down.trim(),
         secs(recovered),
