@@ -39,6 +39,9 @@ const HOLD: Duration = Duration::from_secs(8);
 /// loop never waits for Redis.
 const LOCAL_DELIVERY: Duration = Duration::from_secs(2);
 
+/// How long a blip lasts: see [`blip`].
+const BLIP: Duration = Duration::from_secs(1);
+
 /// Lines a client says in one write during the cut.
 const BURST: usize = 300;
 
@@ -429,6 +432,8 @@ enum Phase {
     Before,
     /// From the cut until s1 logged `link up after`.
     Cut,
+    /// During a cut too short for the heartbeat to notice.
+    Blip,
     /// Since.
     After,
 }
@@ -554,21 +559,17 @@ impl Chat {
     }
 }
 
-/// The scenario, in `mode`, with the link cut as `cut`; `scenario`
-/// numbers it (its own namespaces and subnets, so scenarios run in
-/// parallel).
-fn partition(mode: &str, cut: Cut, scenario: u8) {
-    let started = Instant::now();
+/// The hosts, Redis, both chat servers in `mode` and their clients, who
+/// say a line each that reaches everyone; then the link cut as `cut`.
+/// `None` (the test skipped, saying why) where this cannot run.
+fn set_up(mode: &str, cut: Cut, scenario: u8) -> Option<(Network, Proc, Server, Server, Chat)> {
     if !redis_available() {
-        return;
+        return None;
     }
-    // Dropped last, after every process in it.
-    let Some(net) = Network::create(scenario) else {
-        return;
-    };
-    let _redis = start_redis(&net);
-    let mut s1 = start_chat_server(&net, 1, mode);
-    let mut s2 = start_chat_server(&net, 2, mode);
+    let net = Network::create(scenario)?;
+    let redis = start_redis(&net);
+    let s1 = start_chat_server(&net, 1, mode);
+    let s2 = start_chat_server(&net, 2, mode);
     let clients = [
         Client::join(&s1, 1, "a"),
         Client::join(&s1, 1, "b"),
@@ -576,16 +577,25 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     ];
     let said = Vec::new();
     let mut chat = Chat { clients, said };
-
-    // The link whole: chat crosses both ways.
     for speaker in EVERYONE {
         chat.say(speaker, &EVERYONE, Phase::Before);
     }
-
     if let Err(e) = net.cut(cut) {
         eprintln!("skipped: cannot cut a link this way here ({e})");
-        return;
+        return None;
     }
+    Some((net, redis, s1, s2, chat))
+}
+
+/// The scenario, in `mode`, with the link cut as `cut`; `scenario`
+/// numbers it (its own namespaces and subnets, so scenarios run in
+/// parallel).
+fn partition(mode: &str, cut: Cut, scenario: u8) {
+    let started = Instant::now();
+    // Dropped in reverse: the network last, after every process in it.
+    let Some((net, _redis, mut s1, mut s2, mut chat)) = set_up(mode, cut, scenario) else {
+        return;
+    };
     let cut_at = Instant::now();
     // At once, before the heartbeat finds the partition, local chat goes
     // on on both sides; and once s1 knows, while it reconnects.
@@ -701,6 +711,54 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     );
 }
 
+/// A cut shorter than the heartbeat's patience, in `mode`: TCP sends
+/// again what was lost once the link is back, the link is never given
+/// up, and every line crosses once, late, even in pubsub mode.
+fn blip(mode: &str, scenario: u8) {
+    let Some((net, _redis, mut s1, mut s2, mut chat)) = set_up(mode, Cut::Silent, scenario) else {
+        return;
+    };
+    let cut_at = Instant::now();
+    let mut local = chat.say(A, &[A, B], Phase::Blip);
+    local = local.max(chat.say(C, &[C], Phase::Blip));
+    // A deliberate duration: under the reply timeout (3 s) with room for
+    // TCP's retransmission after it (then 1.4 s after the first send).
+    if let Some(left) = (cut_at + BLIP).checked_duration_since(Instant::now()) {
+        std::thread::sleep(left);
+    }
+    net.restore(Cut::Silent);
+    let restored_at = Instant::now();
+    for (speaker, hearers) in [(A, &[C][..]), (C, &[A, B][..])] {
+        let sender = chat.clients[speaker].me.clone();
+        let line = &chat.said.iter().rfind(|s| s.sender == sender).unwrap().line;
+        for &i in hearers {
+            chat.clients[i].wait_for(&sender, line);
+        }
+    }
+    let late = restored_at.elapsed();
+    for speaker in EVERYONE {
+        chat.say(speaker, &EVERYONE, Phase::After);
+    }
+    let (c1, c2) = (stop(&mut s1), stop(&mut s2));
+    for i in EVERYONE {
+        chat.clients[i].read_to_close();
+        chat.check(i, mode);
+    }
+    for server in [&s1, &s2] {
+        let down = logged(server, "link down") + logged(server, "cannot join");
+        assert_eq!(down, 0, "{}", server.stderr());
+    }
+    let (on1, on2) = (chat.said_on(1), chat.said_on(2));
+    assert_eq!(c1, [on1, on2, 0, 0, 0, 0], "s1: {COUNTS}");
+    assert_eq!(c2, [on2, on1, 0, 0, 0, 0], "s2: {COUNTS}");
+    eprintln!(
+        "blip ({mode}, {BLIP:?}): local delivery within {:.1} ms; the lines of the blip crossed \
+         {:.1} s after the restore; s1 {c1:?}; s2 {c2:?}",
+        local.as_secs_f64() * 1000.0,
+        late.as_secs_f64()
+    );
+}
+
 #[test]
 fn streams_cut_silently_catches_up() {
     partition("streams", Cut::Silent, 0);
@@ -724,4 +782,14 @@ fn pubsub_link_down_resumes() {
 #[test]
 fn streams_replies_lost_delivers_each_line_once() {
     partition("streams", Cut::RepliesLost, 4);
+}
+
+#[test]
+fn pubsub_blip_loses_nothing() {
+    blip("pubsub", 5);
+}
+
+#[test]
+fn streams_blip_loses_nothing() {
+    blip("streams", 6);
 }
