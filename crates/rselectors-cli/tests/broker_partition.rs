@@ -101,15 +101,6 @@ macro_rules! sh {
     };
 }
 
-/// [`run`]s a command made by `format!` that must work once namespaces do.
-macro_rules! must {
-    ($($format:tt)*) => {
-        if let Err(e) = run(&format!($($format)*)) {
-            panic!("{e}");
-        }
-    };
-}
-
 /// The namespaces of this file's tests, and their links in the root
 /// namespace, are named with this, then the test process's PID.
 const PREFIX: &str = "rsel";
@@ -175,7 +166,7 @@ struct Network {
 
 impl Network {
     /// Makes the hosts and links; `None` (the test is skipped, saying
-    /// why) where namespaces cannot be made: not root, no `ip netns`.
+    /// why) where this machine cannot: not root, no `ip netns`, no veth.
     fn create(scenario: u8) -> Option<Network> {
         remove_stale();
         let mut net = Network {
@@ -183,33 +174,38 @@ impl Network {
             namespaces: Vec::new(),
             root_links: Vec::new(),
         };
-        for host in ["b", "s1", "s2"] {
-            let ns = net.ns(host);
-            match sh!("ip netns add {ns}") {
-                Err(e) if host == "b" => {
-                    eprintln!("skipped: network namespaces unavailable ({e})");
-                    return None;
-                }
-                Err(e) => panic!("{e}"),
-                Ok(_) => net.namespaces.push(ns.clone()),
+        match net.build() {
+            Ok(()) => Some(net),
+            Err(e) => {
+                eprintln!("skipped: network namespaces unavailable ({e})");
+                None
             }
-            must!("ip -n {ns} link set lo up");
         }
-        let b = net.ns("b");
+    }
+
+    fn build(&mut self) -> Result<(), String> {
+        for host in ["b", "s1", "s2"] {
+            let ns = self.ns(host);
+            sh!("ip netns add {ns}")?;
+            self.namespaces.push(ns.clone());
+            sh!("ip -n {ns} link set lo up")?;
+            sh!("ip netns exec {ns} true")?;
+        }
+        let b = self.ns("b");
         for n in [1, 2] {
-            let s = net.ns(&format!("s{n}"));
+            let s = self.ns(&format!("s{n}"));
             // The broker's end is named after the server, the server's
             // `tob`: the link cut is `tob` in s1 and `tos1` in b.
-            must!("ip link add tos{n} netns {b} type veth peer name tob netns {s}");
-            net.address(&b, &format!("tos{n}"), n, 1);
-            net.address(&s, "tob", n, 2);
-            let root = format!("{PREFIX}{}x{scenario}{n}", process::id());
-            net.root_links.push(root.clone());
-            must!("ip link add {root} type veth peer name toroot netns {s}");
-            net.address("", &root, n + 2, 1);
-            net.address(&s, "toroot", n + 2, 2);
+            sh!("ip link add tos{n} netns {b} type veth peer name tob netns {s}")?;
+            self.address(&b, &format!("tos{n}"), n, 1)?;
+            self.address(&s, "tob", n, 2)?;
+            let root = format!("{PREFIX}{}x{}{n}", process::id(), self.scenario);
+            sh!("ip link add {root} type veth peer name toroot netns {s}")?;
+            self.root_links.push(root.clone());
+            self.address("", &root, n + 2, 1)?;
+            self.address(&s, "toroot", n + 2, 2)?;
         }
-        Some(net)
+        Ok(())
     }
 
     /// The namespace of `host`.
@@ -224,16 +220,16 @@ impl Network {
 
     /// Gives `dev` in namespace `ns` (`""`: the root's) address `.end`
     /// of net `n`, and sets it up.
-    fn address(&self, ns: &str, dev: &str, n: u8, end: u8) {
+    fn address(&self, ns: &str, dev: &str, n: u8, end: u8) -> Result<(), String> {
         let ip = match ns {
             "" => "ip".to_owned(),
             ns => format!("ip -n {ns}"),
         };
         let subnet = self.subnet(n);
-        let taken = sh!("{ip} -o addr show to {subnet}.0/30").unwrap_or_default();
+        let taken = sh!("{ip} -o addr show to {subnet}.0/30")?;
         assert!(taken.is_empty(), "{subnet}.0/30 is taken already: {taken}");
-        must!("{ip} addr add {subnet}.{end}/30 dev {dev}");
-        must!("{ip} link set {dev} up");
+        sh!("{ip} addr add {subnet}.{end}/30 dev {dev}")?;
+        sh!("{ip} link set {dev} up").map(drop)
     }
 
     /// `program` in `host`'s namespace.
@@ -501,6 +497,18 @@ impl Chat {
         waits.max().unwrap_or_default()
     }
 
+    /// Stops both servers with SIGTERM: each sends what it has and
+    /// closes its clients, so reading up to the close shows anything that
+    /// came twice. Checks what each client got; the servers' counts.
+    fn finish(&mut self, s1: &mut Server, s2: &mut Server, mode: &str) -> ([u64; 6], [u64; 6]) {
+        let counts = (stop(s1), stop(s2));
+        for i in EVERYONE {
+            self.clients[i].read_to_close();
+            self.check(i, mode);
+        }
+        counts
+    }
+
     /// What `sender` said, in order.
     fn by(&self, sender: &str) -> Vec<&Said> {
         self.said.iter().filter(|s| s.sender == sender).collect()
@@ -613,9 +621,7 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     for _ in 0..ENVELOPES {
         local = local.max(chat.say(C, &[C], Phase::Cut));
     }
-    if let Some(left) = (cut_at + HOLD).checked_duration_since(Instant::now()) {
-        std::thread::sleep(left);
-    }
+    std::thread::sleep((cut_at + HOLD).saturating_duration_since(Instant::now()));
     local = local.max(chat.say(A, &[A, B], Phase::Cut));
     assert!(local < LOCAL_DELIVERY, "local delivery took {local:?}");
     // s2's link never broke.
@@ -648,13 +654,7 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     let stream = sh!("ip netns exec {b} redis-cli --raw XRANGE rselectors:chat:chat - +");
     let stream = stream.unwrap();
 
-    // SIGTERM: each server sends what it has and closes its clients, so
-    // reading up to the close shows anything that came twice.
-    let (c1, c2) = (stop(&mut s1), stop(&mut s2));
-    for i in EVERYONE {
-        chat.clients[i].read_to_close();
-        chat.check(i, mode);
-    }
+    let (c1, c2) = chat.finish(&mut s1, &mut s2, mode);
     assert_eq!(logged(&s1, "link down ("), 1, "warned once per outage");
     assert_eq!(logged(&s1, "link up after"), 1);
     // How many times each line is in the stream: more than once when
@@ -722,10 +722,9 @@ fn blip(mode: &str, scenario: u8) {
     let mut local = chat.say(A, &[A, B], Phase::Blip);
     local = local.max(chat.say(C, &[C], Phase::Blip));
     // A deliberate duration: under the reply timeout (3 s) with room for
-    // TCP's retransmission after it (then 1.4 s after the first send).
-    if let Some(left) = (cut_at + BLIP).checked_duration_since(Instant::now()) {
-        std::thread::sleep(left);
-    }
+    // the TCP retransmission that follows it (the retransmission timeout
+    // doubles from 200 ms: 0.2, 0.6, 1.4 s after the first send).
+    std::thread::sleep((cut_at + BLIP).saturating_duration_since(Instant::now()));
     net.restore(Cut::Silent);
     let restored_at = Instant::now();
     for (speaker, hearers) in [(A, &[C][..]), (C, &[A, B][..])] {
@@ -739,11 +738,7 @@ fn blip(mode: &str, scenario: u8) {
     for speaker in EVERYONE {
         chat.say(speaker, &EVERYONE, Phase::After);
     }
-    let (c1, c2) = (stop(&mut s1), stop(&mut s2));
-    for i in EVERYONE {
-        chat.clients[i].read_to_close();
-        chat.check(i, mode);
-    }
+    let (c1, c2) = chat.finish(&mut s1, &mut s2, mode);
     for server in [&s1, &s2] {
         let down = logged(server, "link down") + logged(server, "cannot join");
         assert_eq!(down, 0, "{}", server.stderr());
