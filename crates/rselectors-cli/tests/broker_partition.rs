@@ -40,7 +40,7 @@ const HOLD: Duration = Duration::from_secs(8);
 const LOCAL_DELIVERY: Duration = Duration::from_secs(2);
 
 /// How long a blip lasts: see [`blip`].
-const BLIP: Duration = Duration::from_secs(1);
+const BLIP: Duration = Duration::from_millis(500);
 
 /// Lines a client says in one write during the cut.
 const BURST: usize = 300;
@@ -412,6 +412,15 @@ impl Client {
         start.elapsed()
     }
 
+    /// True if nothing has come that was not read yet.
+    fn quiet(&mut self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let peeked = self.stream.peek(&mut [0]);
+        self.stream.set_nonblocking(false).unwrap();
+        let nothing = matches!(peeked, Err(e) if e.kind() == ErrorKind::WouldBlock);
+        self.reader.buffer().is_empty() && nothing
+    }
+
     /// Reads what is left, up to the server's close.
     fn read_to_close(&mut self) {
         let deadline = Instant::now() + WAIT;
@@ -624,6 +633,19 @@ fn partition(mode: &str, cut: Cut, scenario: u8) {
     std::thread::sleep((cut_at + HOLD).saturating_duration_since(Instant::now()));
     local = local.max(chat.say(A, &[A, B], Phase::Cut));
     assert!(local < LOCAL_DELIVERY, "local delivery took {local:?}");
+    // Nothing crossed (but with replies lost, s1's lines reach s2).
+    let cut_off = if cut == Cut::RepliesLost {
+        &[A, B][..]
+    } else {
+        &EVERYONE
+    };
+    for &i in cut_off {
+        assert!(
+            chat.clients[i].quiet(),
+            "{} got a line across the cut",
+            chat.clients[i].name
+        );
+    }
     // s2's link never broke.
     let s2_down = logged(&s2, "link down") + logged(&s2, "cannot join");
     assert_eq!(s2_down, 0, "{}", s2.stderr());
@@ -725,6 +747,9 @@ fn blip(mode: &str, scenario: u8) {
     // the TCP retransmission that follows it (the retransmission timeout
     // doubles from 200 ms: 0.2, 0.6, 1.4 s after the first send).
     std::thread::sleep((cut_at + BLIP).saturating_duration_since(Instant::now()));
+    for client in &mut chat.clients {
+        assert!(client.quiet(), "{} got a line across the cut", client.name);
+    }
     net.restore(Cut::Silent);
     let restored_at = Instant::now();
     for (speaker, hearers) in [(A, &[C][..]), (C, &[A, B][..])] {
