@@ -14,9 +14,15 @@
 //!              +------------- b: redis-server -----+
 //! ```
 //!
+//! The link is cut three ways ([`Cut`]): silently (every packet dropped
+//! both ways), by setting it down, and one way only (replies lost, so
+//! that s1 sends again what Redis already took); and briefly, for less
+//! than the heartbeat's patience ([`blip`]): nothing is noticed, nothing
+//! lost.
+//!
 //! Net `n` of scenario `k` is `10.77.(8k+n).0/30`: `.1` on the broker's
-//! (or the root's) side, `.2` on the server's. Needs root and `ip netns`;
-//! skipped with a message where either is missing.
+//! (or the root's) side, `.2` on the server's. Needs root, `ip netns` and
+//! `tc`; skipped with a message where they are missing.
 
 mod common;
 
