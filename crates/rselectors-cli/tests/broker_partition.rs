@@ -367,15 +367,13 @@ impl Client {
         let me = stream.local_addr().unwrap().to_string();
         server.wait_stderr_line(&format!("connected {me} "));
         let reader = BufReader::new(stream.try_clone().unwrap());
-        let got = Vec::new();
-        let server = n;
         Client {
             name,
-            server,
+            server: n,
             stream,
             reader,
             me,
-            got,
+            got: Vec::new(),
         }
     }
 
