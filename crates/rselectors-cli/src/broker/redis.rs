@@ -322,6 +322,12 @@ impl<R> Redis<R> {
     /// the same instant.
     pub fn close(&mut self, w: &mut impl Watch, now: Instant, jitter: f64) {
         self.unwatch(w);
+        // Given up: what the kernel still holds for it is dropped (a reset,
+        // not a FIN after it), so that a line counted as not forwarded does
+        // not reach the broker after all once the network is back.
+        if let State::Connecting { conn, .. } | State::Up { conn } = &self.state {
+            let _ = rustix::net::sockopt::set_socket_linger(conn, Some(Duration::ZERO));
+        }
         let pause = self.backoff.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.state = State::Down {
