@@ -12,6 +12,7 @@ named tuples, and every selector class is a ``selectors.BaseSelector``.
 """
 
 from collections.abc import ItemsView as _ItemsView
+from collections.abc import KeysView as _KeysView
 from collections.abc import Mapping as _Mapping
 from collections.abc import ValuesView as _ValuesView
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
@@ -29,6 +30,16 @@ __all__ = [
 
 
 _MISSING = object()
+
+
+class _SnapshotKeys(_KeysView):
+    """``get_map().keys()``: iterates over a snapshot of the descriptors,
+    taken in one native call; ``in`` is the mapping's own (native)."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._selector._fds())
 
 
 class _SnapshotValues(_ValuesView):
@@ -51,7 +62,13 @@ class _SnapshotItems(_ItemsView):
 
 
 class _SelectorMapping(_Mapping):
-    """Mapping of file objects to selector keys (``get_map()``)."""
+    """Mapping of file objects to selector keys (``get_map()``).
+
+    Every method the standard library's mapping has, from
+    ``collections.abc.Mapping`` or its own: each lookup is one native call
+    (``[]``, ``get``, ``in``; no KeyError raised and caught), each view
+    iterates over a snapshot taken in one; ``==`` is ``Mapping``'s.
+    """
 
     __slots__ = ("_selector",)
 
@@ -74,6 +91,9 @@ class _SelectorMapping(_Mapping):
 
     def __iter__(self):
         return iter(self._selector._fds())
+
+    def keys(self):
+        return _SnapshotKeys(self)
 
     def values(self):
         return _SnapshotValues(self)
