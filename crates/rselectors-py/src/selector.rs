@@ -437,15 +437,20 @@ impl PySelector {
         map_key(slf, fileobj)?.ok_or_else(|| not_registered(fileobj))
     }
 
-    /// `get_map().get(fileobj, default)`: the key, or `default` (also for
-    /// a number no descriptor can have); `ValueError` for what is not a
-    /// file object, as in CPython.
+    /// `get_map().get(fileobj, default=None)` (the mapping's `get` is this
+    /// method): the key, or `default` (also for a number no descriptor can
+    /// have); `ValueError` for what is not a file object, as in CPython.
+    #[pyo3(signature = (fileobj, default=None))]
     fn _get_key<'py>(
         slf: &Bound<'py, Self>,
         fileobj: &Bound<'py, PyAny>,
-        default: &Bound<'py, PyAny>,
+        default: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(map_key(slf, fileobj)?.unwrap_or_else(|| default.clone()))
+        let py = slf.py();
+        Ok(match map_key(slf, fileobj)? {
+            Some(key) => key,
+            None => default.map_or_else(|| py.None().into_bound(py), Bound::clone),
+        })
     }
 
     /// Number of registrations (`len(get_map())`).

@@ -70,21 +70,20 @@ class _SelectorMapping(_Mapping):
     iterates over a snapshot taken in one; ``==`` is ``Mapping``'s.
     """
 
-    __slots__ = ("_selector",)
+    # `get` is the selector's native method itself, set per mapping: no
+    # Python frame on asyncio's hot call (3.13 on: every add_reader and
+    # remove_reader).
+    __slots__ = ("_selector", "get")
 
     def __init__(self, selector):
         self._selector = selector
+        self.get = selector._get_key
 
     def __len__(self):
         return self._selector._count()
 
     def __getitem__(self, fileobj):
         return self._selector._lookup_key(fileobj)
-
-    # Native, without a KeyError raised and caught: asyncio (3.13 on) calls
-    # get() on every add_reader/remove_reader.
-    def get(self, fileobj, default=None):
-        return self._selector._get_key(fileobj, default)
 
     def __contains__(self, fileobj):
         return self._selector._get_key(fileobj, _MISSING) is not _MISSING
@@ -128,7 +127,7 @@ class _RustSelector(_rselectors._Selector, BaseSelector):
 
     def _key_from_fd(self, fd):
         """The key registered for ``fd``, or None (CPython's private helper)."""
-        return self._get_key(fd, None)
+        return self._get_key(fd)
 
 
 # CPython's class for each backend, with its docstring: a class exists
