@@ -1,12 +1,17 @@
 """The standard library's selectors against rselectors, in one run.
 
-    python crates/rselectors-py/bench/bench_selectors.py [--quick]
+    python crates/rselectors-py/bench/bench_selectors.py [--quick] [--hot]
+
+--hot runs only asyncio's hot calls (a few seconds, for each CPython).
 
 Measures, on epoll (DefaultSelector on Linux):
   * register + unregister of a socket,
   * modify (events changed: one epoll_ctl each; data only: no system call),
   * select() with 1,000 registered socket pairs of which 100 are readable,
   * an asyncio streams echo round trip (client and server on one loop),
+  * asyncio's hot calls on this Python version: add_reader + remove_reader
+    on a SelectorEventLoop (3.13 on: get_map().get(); before: get_key()
+    with KeyError caught), and those lookups alone,
   * register + unregister of a descriptor with a high number (dup2'd to
     19,999, and to 1,000,000 when RLIMIT_NOFILE allows it once the soft
     limit is raised to the hard one) on a long-lived selector,
@@ -31,6 +36,7 @@ import time
 import rselectors
 
 QUICK = "--quick" in sys.argv[1:]
+HOT_ONLY = "--hot" in sys.argv[1:]
 REPEATS = 3 if QUICK else 7
 SCALE = 0.2 if QUICK else 1.0
 
@@ -253,12 +259,93 @@ def bench_asyncio():
     )
 
 
+def bench_asyncio_hot(rd):
+    """asyncio's calls on every add_reader / remove_reader, as this
+    version's asyncio makes them: (name, {case: µs}) rows."""
+    def add_remove(selector_class):
+        loop = asyncio.SelectorEventLoop(selector_class())
+
+        def run(n):
+            add, remove = loop.add_reader, loop.remove_reader
+            for _ in range(n):
+                add(rd, int)
+                remove(rd)
+        return loop, run
+
+    def lookups(module):
+        sel = module.DefaultSelector()
+        registered, _ = socket.socketpair()
+        sel.register(registered, selectors.EVENT_READ)
+        unregistered = rd.fileno()
+        fd = registered.fileno()
+
+        def get_missing(n):
+            get = sel.get_map().get
+            for _ in range(n):
+                get(unregistered)
+
+        def get_found(n):
+            get = sel.get_map().get
+            for _ in range(n):
+                get(fd)
+
+        def get_key_found(n):
+            get_key = sel.get_key
+            for _ in range(n):
+                get_key(fd)
+
+        def get_key_missing(n):
+            get_key = sel.get_key
+            for _ in range(n):
+                try:
+                    get_key(unregistered)
+                except KeyError:
+                    pass
+
+        def close():
+            sel.close()
+            registered.close()
+        return close, {"get_map().get(fd), not registered": get_missing,
+                       "get_map().get(fd), registered": get_found,
+                       "get_key(fd), registered": get_key_found,
+                       "get_key(fd) -> KeyError caught": get_key_missing}
+
+    std_loop, std_run = add_remove(selectors.DefaultSelector)
+    our_loop, our_run = add_remove(rselectors.DefaultSelector)
+    number = int(20000 * SCALE)
+    rows = [("asyncio add_reader + remove_reader",
+             interleaved({"std": std_run, "ours": our_run}, number))]
+    std_loop.close(), our_loop.close()
+    std_close, std_cases = lookups(selectors)
+    our_close, our_cases = lookups(rselectors)
+    for name in std_cases:
+        rows.append((name, interleaved({"std": std_cases[name], "ours": our_cases[name]},
+                                       int(100000 * SCALE))))
+    std_close(), our_close()
+    return rows
+
+
+def print_rows(rows):
+    print()
+    print(f"{'operation (µs per op)':37} {'stdlib':>9} {'rselectors':>11} {'speed-up':>9} "
+          f"{'kernel floor':>13}")
+    for name, got in rows:
+        raw = f"{got['raw']:13.2f}" if "raw" in got else f"{'-':>13}"
+        print(f"{name:37} {got['std']:9.2f} {got['ours']:11.2f} "
+              f"{got['std'] / got['ours']:8.2f}x {raw}")
+
+
 def main():
     start = time.perf_counter()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; best of {REPEATS} repeats")
     rows = []
     rd, wr = socket.socketpair()
+    if HOT_ONLY:
+        print_rows(bench_asyncio_hot(rd))
+        rd.close(), wr.close()
+        print(f"total {time.perf_counter() - start:.1f} s")
+        return
 
     got = bench_register(rd)
     rows.append(("register + unregister", got))
@@ -273,6 +360,7 @@ def main():
     rows.append(("select(0), 1000 fds, 100 ready", bench_select(pairs, 100, 0)))
     for a, b in pairs:
         a.close(), b.close()
+    rows.extend(bench_asyncio_hot(rd))
     rd.close(), wr.close()
 
     rows.append(("asyncio echo round trip", bench_asyncio()))
@@ -287,13 +375,7 @@ def main():
         os.close(fd)
     high_rd.close(), high_wr.close()
 
-    print()
-    print(f"{'operation (µs per op)':34} {'stdlib':>9} {'rselectors':>11} {'speed-up':>9} "
-          f"{'kernel floor':>13}")
-    for name, got in rows:
-        raw = f"{got['raw']:13.2f}" if "raw" in got else f"{'-':>13}"
-        print(f"{name:34} {got['std']:9.2f} {got['ours']:11.2f} "
-              f"{got['std'] / got['ours']:8.2f}x {raw}")
+    print_rows(rows)
     print(f"\n(kernel floor: the same system calls through select.epoll, with no "
           f"selector around them)\ntotal {time.perf_counter() - start:.1f} s")
 

@@ -5,7 +5,8 @@
 //! The package `rselectors` (`python/rselectors/__init__.py`) subclasses
 //! `selector::PySelector` (Python name `_Selector`) once per backend and
 //! adds what is cheap in Python and rarely called (`get_map()`'s mapping,
-//! `close()`'s bookkeeping). Everything on a hot path — `register`,
+//! `close()`'s bookkeeping). The native class is safe to share between
+//! threads, with or without the GIL (see `selector.rs`). Everything on a hot path — `register`,
 //! `unregister`, `modify`, `select`, `get_key` — is one call into this
 //! crate.
 //!
@@ -38,7 +39,12 @@ fn _timeout_ns(name: &str, timeout: &Bound<'_, PyAny>) -> PyResult<Option<u128>>
 /// The module `rselectors._rselectors`: the class `_Selector`, the names of
 /// the platform's backends (`BACKENDS`, best last, as the core lists them)
 /// and its default (`DEFAULT_BACKEND`, CPython's `DefaultSelector` choice).
-#[pymodule]
+///
+/// Declared safe without the GIL (a free-threaded CPython keeps it off):
+/// every type here is `Send + Sync`, the selector's state is behind its
+/// own lock (`selector.rs`), and the one `unsafe` call (`timeout.rs`)
+/// needs an attached thread, not the GIL: no race depends on the GIL.
+#[pymodule(gil_used = false)]
 fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<selector::PySelector>()?;
     m.add_function(wrap_pyfunction!(_timeout_ns, m)?)?;

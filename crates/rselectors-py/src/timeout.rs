@@ -307,8 +307,9 @@ fn ns_from_object(value: &Bound<'_, PyAny>, unit: i64, type_error: &str) -> PyRe
     if let Ok(float) = value.cast::<PyFloat>() {
         return ns_from_f64(py, float.value(), unit);
     }
-    // SAFETY: `value` is a live object and the GIL is held (`py`);
-    // PyLong_AsLongLong only reads it, and reports an error as -1 with
+    // SAFETY: `value` is a live object and this thread is attached to the
+    // interpreter (`py`: it holds the GIL, or, without one, is attached,
+    // which is all the C API asks); PyLong_AsLongLong only reads it, and reports an error as -1 with
     // the error indicator set, which is taken right after.
     let number = unsafe { ffi::PyLong_AsLongLong(value.as_ptr()) };
     if number == -1 {

@@ -1,6 +1,7 @@
 """rselectors next to the standard library: same names, same keys, same
 exceptions with the same messages, same results."""
 
+import collections.abc
 import errno
 import gc
 import os
@@ -157,6 +158,37 @@ def test_map_get_and_contains_match(pair, socketpair):
             ):
                 # Keys compare equal: the same file object, events and data.
                 assert outcome(lambda: call(ours)) == outcome(lambda: call(std)), probe
+
+
+def test_every_mapping_method_matches(pair, socketpair):
+    """Each method of the standard library's get_map() (its own and
+    collections.abc.Mapping's) gives what it gives there (iteration order
+    aside: descriptor order here)."""
+    std_cls, our_cls = pair
+    (rd, wr), (other, _) = socketpair(), socketpair()
+    with std_cls() as std, our_cls() as ours:
+        for sel in (std, ours):
+            sel.register(rd, READ, "r")
+            sel.register(wr, WRITE, "w")
+        s, o = std.get_map(), ours.get_map()
+        assert isinstance(o, collections.abc.Mapping)
+        assert len(o) == len(s) == 2 and bool(o) and bool(s)
+        assert sorted(o) == sorted(s) and sorted(o.keys()) == sorted(s.keys())
+        assert o.keys() == s.keys() and o.items() == s.items()
+        assert sorted(o.values(), key=lambda k: k.fd) == sorted(s.values(), key=lambda k: k.fd)
+        assert sorted(o.items()) == sorted(s.items())
+        assert o == s and s == o and not (o != s) and o == dict(s.items())
+        assert dict(o) == dict(s)
+        for probe in (rd, wr, rd.fileno(), other, 999999):
+            assert outcome(lambda: o[probe]) == outcome(lambda: s[probe])
+            assert outcome(lambda: o.get(probe)) == outcome(lambda: s.get(probe))
+            assert (probe in o) == (probe in s)
+            assert (probe in o.keys()) == (probe in s.keys())
+        assert (o[rd] in o.values()) and (rd.fileno(), o[rd]) in o.items()
+        assert outcome(lambda: reversed(o)) == outcome(lambda: reversed(s))
+        for sel in (std, ours):
+            sel.unregister(wr)
+        assert o == s and len(o) == 1
 
 
 def test_unregister_and_modify_twice(pair, socketpair):

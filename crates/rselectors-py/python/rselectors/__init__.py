@@ -12,6 +12,7 @@ named tuples, and every selector class is a ``selectors.BaseSelector``.
 """
 
 from collections.abc import ItemsView as _ItemsView
+from collections.abc import KeysView as _KeysView
 from collections.abc import Mapping as _Mapping
 from collections.abc import ValuesView as _ValuesView
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
@@ -29,6 +30,16 @@ __all__ = [
 
 
 _MISSING = object()
+
+
+class _SnapshotKeys(_KeysView):
+    """``get_map().keys()``: iterates over a snapshot of the descriptors,
+    taken in one native call; ``in`` is the mapping's own (native)."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._selector._fds())
 
 
 class _SnapshotValues(_ValuesView):
@@ -51,12 +62,22 @@ class _SnapshotItems(_ItemsView):
 
 
 class _SelectorMapping(_Mapping):
-    """Mapping of file objects to selector keys (``get_map()``)."""
+    """Mapping of file objects to selector keys (``get_map()``).
 
-    __slots__ = ("_selector",)
+    Every method the standard library's mapping has, from
+    ``collections.abc.Mapping`` or its own: each lookup is one native call
+    (``[]``, ``get``, ``in``; no KeyError raised and caught), each view
+    iterates over a snapshot taken in one; ``==`` is ``Mapping``'s.
+    """
+
+    # `get` is the selector's native method itself, set per mapping: no
+    # Python frame on asyncio's hot call (3.13 on: every add_reader and
+    # remove_reader).
+    __slots__ = ("_selector", "get")
 
     def __init__(self, selector):
         self._selector = selector
+        self.get = selector._get_key
 
     def __len__(self):
         return self._selector._count()
@@ -64,16 +85,14 @@ class _SelectorMapping(_Mapping):
     def __getitem__(self, fileobj):
         return self._selector._lookup_key(fileobj)
 
-    # Native, without a KeyError raised and caught: asyncio (3.13 on) calls
-    # get() on every add_reader/remove_reader.
-    def get(self, fileobj, default=None):
-        return self._selector._get_key(fileobj, default)
-
     def __contains__(self, fileobj):
         return self._selector._get_key(fileobj, _MISSING) is not _MISSING
 
     def __iter__(self):
         return iter(self._selector._fds())
+
+    def keys(self):
+        return _SnapshotKeys(self)
 
     def values(self):
         return _SnapshotValues(self)
@@ -108,7 +127,7 @@ class _RustSelector(_rselectors._Selector, BaseSelector):
 
     def _key_from_fd(self, fd):
         """The key registered for ``fd``, or None (CPython's private helper)."""
-        return self._get_key(fd, None)
+        return self._get_key(fd)
 
 
 # CPython's class for each backend, with its docstring: a class exists
