@@ -42,8 +42,8 @@ fn _timeout_ns(name: &str, timeout: &Bound<'_, PyAny>) -> PyResult<Option<u128>>
 ///
 /// Declared safe without the GIL (a free-threaded CPython keeps it off):
 /// every type here is `Send + Sync`, the selector's state is behind its
-/// own lock (`selector.rs`), and the one `unsafe` call (`timeout.rs`)
-/// needs an attached thread, not the GIL: no race depends on the GIL.
+/// own lock (`selector.rs`), and there is no `unsafe` code that could
+/// assume the GIL: no race depends on it.
 #[pymodule(gil_used = false)]
 fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<selector::PySelector>()?;

@@ -36,11 +36,11 @@
 //! nanoseconds for select (which the core rounds up to select(2)'s
 //! microseconds). It is never clamped here.
 
-use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyDeprecationWarning, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt};
-use pyo3::{ffi, intern};
 use std::ffi::c_int;
 use std::time::Duration;
 
@@ -299,31 +299,56 @@ fn is_plain_int(timeout: &Bound<'_, PyAny>) -> bool {
 
 /// `_PyTime_FromSecondsObject` / `_PyTime_FromMillisecondsObject` with
 /// `_PyTime_ROUND_TIMEOUT`, `unit` nanoseconds per unit: a float (or
-/// subclass) by its value, anything else through `PyLong_AsLongLong`
-/// (`__index__`; on 3.9 also `__int__`), whose TypeError becomes the
-/// caller's `type_error`.
+/// subclass) by its value, anything else as `PyLong_AsLongLong` takes it
+/// (`__index__`; on 3.9 also `__int__`, see [`as_long_long`]), whose
+/// TypeError becomes the caller's `type_error`.
 fn ns_from_object(value: &Bound<'_, PyAny>, unit: i64, type_error: &str) -> PyResult<i64> {
     let py = value.py();
     if let Ok(float) = value.cast::<PyFloat>() {
         return ns_from_f64(py, float.value(), unit);
     }
-    // SAFETY: `value` is a live object and this thread is attached to the
-    // interpreter (`py`: it holds the GIL, or, without one, is attached,
-    // which is all the C API asks); PyLong_AsLongLong only reads it, and reports an error as -1 with
-    // the error indicator set, which is taken right after.
-    let number = unsafe { ffi::PyLong_AsLongLong(value.as_ptr()) };
-    if number == -1 {
-        if let Some(e) = PyErr::take(py) {
-            return Err(if e.is_instance_of::<PyOverflowError>(py) {
-                pytime_overflow(py, Overflow::Int)
-            } else if e.is_instance_of::<PyTypeError>(py) {
-                PyTypeError::new_err(type_error.to_owned())
-            } else {
-                e
-            });
+    let number = as_long_long(value).map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(py) {
+            pytime_overflow(py, Overflow::Int)
+        } else if e.is_instance_of::<PyTypeError>(py) {
+            PyTypeError::new_err(type_error.to_owned())
+        } else {
+            e
         }
-    }
+    })?;
     ns_from_i64(py, number, unit)
+}
+
+/// `PyLong_AsLongLong(value)`, safely: an int, or what `__index__` gives;
+/// and on CPython 3.9, whose `PyLong_AsLongLong` still falls back on
+/// `__int__`, what that gives, with 3.9's DeprecationWarning.
+fn as_long_long(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let py = value.py();
+    match value.extract::<i64>() {
+        Err(e)
+            if e.is_instance_of::<PyTypeError>(py)
+                && py.version_info() < (3, 10)
+                && !value.hasattr(intern!(py, "__index__"))?
+                && value.hasattr(intern!(py, "__int__"))? =>
+        {
+            let message = format!(
+                "an integer is required (got type {}).  Implicit conversion to integers \
+                 using __int__ is deprecated, and may be removed in a future version of Python.",
+                value.get_type().name()?
+            );
+            let category = py.get_type::<PyDeprecationWarning>();
+            PyErr::warn(py, &category, &std::ffi::CString::new(message)?, 1)?;
+            let int = value.call_method0(intern!(py, "__int__"))?;
+            if !int.is_instance_of::<PyInt>() {
+                let name = int.get_type().name()?;
+                return Err(PyTypeError::new_err(format!(
+                    "__int__ returned non-int (type {name})"
+                )));
+            }
+            int.extract::<i64>()
+        }
+        result => result,
+    }
 }
 
 /// CPython's conversion of a double of `unit`s to nanoseconds, rounded
