@@ -518,3 +518,4 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+pub mod redis;
