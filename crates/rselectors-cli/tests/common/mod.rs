@@ -518,4 +518,6 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+pub mod chat_room;
 pub mod redis;
+pub mod redis_client;
