@@ -66,6 +66,12 @@ LINE_SIZE = 64
 SENDERS = 6
 
 
+def busy_seconds() -> float:
+    """CPU time every core has spent busy since boot (/proc/stat), in seconds."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # - idle, iowait
+
+
 def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
               pids: list[int], args) -> dict:
     """One load run; the load tool's summary, and each pid's CPU over the whole run."""
@@ -76,6 +82,7 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
         cmd += ["--addr", addr]
     before = [cpu_snapshot(pid) for pid in pids]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine = busy_seconds()
     started = time.monotonic()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
@@ -83,6 +90,7 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
     except subprocess.TimeoutExpired as err:
         raise RuntimeError(f"the load tool did not end within {seconds + 60:g} s") from err
     wall = time.monotonic() - started
+    machine = busy_seconds() - machine
     after = [cpu_snapshot(pid) for pid in pids]
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = parse_summary(done.stdout)
@@ -91,9 +99,10 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
                            f"{done.stderr.strip()[-600:]}")
     load_cpu = (children_after.ru_utime + children_after.ru_stime
                 - children.ru_utime - children.ru_stime)
+    cpu_ns = [a[0] - b[0] for a, b in zip(after, before)]
     return {"cmd": shlex.join(cmd), "summary": summary, "exit": done.returncode,
             "stderr": done.stderr.strip()[-600:], "wall": wall, "load_cpu": load_cpu,
-            "cpu_ns": [a[0] - b[0] for a, b in zip(after, before)],
+            "others": (machine - load_cpu - sum(cpu_ns) / 1e9) / wall, "cpu_ns": cpu_ns,
             "cpu_stat_s": [a[1] - b[1] for a, b in zip(after, before)]}
 
 
@@ -112,6 +121,7 @@ def measure(addrs: list[str], pids: list[int], shape: tuple, args) -> dict:
     result["dup"] = sum(int(r["summary"].get("dup", 0)) for r in (short, long))
     result["errors"] = sum(int(r["summary"].get("errors", 1)) for r in (short, long))
     result["load_busy"] = long["load_cpu"] / long["wall"] if long["wall"] > 0 else None
+    result["others"] = long["others"]
     dels = int(s["msgs"]) - int(short["summary"]["msgs"])
     lines = int(s.get("lines", 0)) - int(short["summary"].get("lines", 0))
     result["deliveries"], result["lines"] = dels, lines
@@ -226,14 +236,14 @@ def report(results: dict, args) -> str:
     out += ["<details><summary>Every run</summary>", "",
             "| shape | servers, mode | repeat | deliveries (window) | lines | lost | dup | "
             "errors | CPU ns/del per process (servers, redis) | CPU ms from /proc/PID/stat "
-            "| p50 µs | xp50 µs | server core busy | load busy |",
-            "|---|---|---:|" + "---:|" * 11]
+            "| p50 µs | xp50 µs | server core busy | load busy | other processes |",
+            "|---|---|---:|" + "---:|" * 12]
     for shape in args.shape_list:
         for config in args.config_list:
             for i, run in enumerate(results[config[0]][shape[0]], 1):
                 if "failure" in run and "deliveries" not in run:
                     out.append(f"| {shape[0]} | {config[0]} | {i} | failed: {run['failure']} |"
-                               + " |" * 10)
+                               + " |" * 11)
                     continue
                 per = " / ".join(num(v, 0) for v in run.get("ns_per_del", []))
                 stat = " / ".join(num(v, 0) for v in run.get("stat_ms", []))
@@ -242,7 +252,7 @@ def report(results: dict, args) -> str:
                            f"{' ' + run['failure'] if 'failure' in run else ''} | {per} | "
                            f"{stat} | {num(run['p50_us'], 0)} | {num(run['xp50_us'], 0)} | "
                            f"{num(run.get('server_core_busy'), 2)} | "
-                           f"{num(run['load_busy'], 2)} |")
+                           f"{num(run['load_busy'], 2)} | {num(run.get('others'), 2)} |")
     out += ["", "</details>", ""]
     return "\n".join(out)
 
@@ -337,7 +347,8 @@ def main() -> int:
                        f"{num(run.get('total_ns_per_del'), 0)} ns/del "
                        f"({' + '.join(num(v, 0) for v in run.get('ns_per_del', []))}), "
                        f"servers' core busy {num(run.get('server_core_busy'), 2)}, "
-                       f"load busy {num(run['load_busy'], 2)}")
+                       f"load busy {num(run['load_busy'], 2)}, "
+                       f"other processes {num(run.get('others'), 2)}")
                     + (f"\n    {run['load_stderr']}" if run.get("load_stderr") else ""))
                 if run.get("lost") or run.get("dup"):
                     log(f"!!! broker: {config[0]}, {shape_name} #{repeat + 1}: "
