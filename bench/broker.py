@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import os
 import resource
 import shlex
@@ -72,6 +73,17 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # - idle, iowait
 
 
+def timeslices(pid: int) -> int:
+    """How many times the process's threads have been put on a CPU (schedstat's third field)."""
+    count = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            count += int(Path(path).read_text().split()[2])
+        except (OSError, ValueError, IndexError):
+            pass
+    return count
+
+
 def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
               pids: list[int], args) -> dict:
     """One load run; the load tool's summary, and each pid's CPU over the whole run."""
@@ -81,6 +93,7 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
     for addr in addrs:
         cmd += ["--addr", addr]
     before = [cpu_snapshot(pid) for pid in pids]
+    slices = sum(timeslices(pid) for pid in pids)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     machine = busy_seconds()
     started = time.monotonic()
@@ -92,6 +105,7 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
     wall = time.monotonic() - started
     machine = busy_seconds() - machine
     after = [cpu_snapshot(pid) for pid in pids]
+    slices = sum(timeslices(pid) for pid in pids) - slices
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = parse_summary(done.stdout)
     if "msgs" not in summary:
@@ -103,6 +117,7 @@ def load_once(addrs: list[str], listeners: int, pipeline: int, seconds: float,
     return {"cmd": shlex.join(cmd), "summary": summary, "exit": done.returncode,
             "stderr": done.stderr.strip()[-600:], "wall": wall, "load_cpu": load_cpu,
             "others": (machine - load_cpu - sum(cpu_ns) / 1e9) / wall, "cpu_ns": cpu_ns,
+            "slices": slices,
             "cpu_stat_s": [a[1] - b[1] for a, b in zip(after, before)]}
 
 
@@ -131,6 +146,7 @@ def measure(addrs: list[str], pids: list[int], shape: tuple, args) -> dict:
     result["ns_per_del"] = [(lg - sh) / dels for lg, sh in zip(long["cpu_ns"], short["cpu_ns"])]
     result["stat_ms"] = [(lg - sh) * 1e3 for lg, sh in
                          zip(long["cpu_stat_s"], short["cpu_stat_s"])]
+    result["slices_per_line"] = (long["slices"] - short["slices"]) / lines
     window = long["wall"] - short["wall"]
     if window > 0:
         result["server_core_busy"] = (sum(long["cpu_ns"]) - sum(short["cpu_ns"])) / 1e9 / window
@@ -236,14 +252,15 @@ def report(results: dict, args) -> str:
     out += ["<details><summary>Every run</summary>", "",
             "| shape | servers, mode | repeat | deliveries (window) | lines | lost | dup | "
             "errors | CPU ns/del per process (servers, redis) | CPU ms from /proc/PID/stat "
-            "| p50 µs | xp50 µs | server core busy | load busy | other processes |",
-            "|---|---|---:|" + "---:|" * 12]
+            "| p50 µs | xp50 µs | runs per line | server core busy | load busy "
+            "| other processes |",
+            "|---|---|---:|" + "---:|" * 13]
     for shape in args.shape_list:
         for config in args.config_list:
             for i, run in enumerate(results[config[0]][shape[0]], 1):
                 if "failure" in run and "deliveries" not in run:
                     out.append(f"| {shape[0]} | {config[0]} | {i} | failed: {run['failure']} |"
-                               + " |" * 11)
+                               + " |" * 12)
                     continue
                 per = " / ".join(num(v, 0) for v in run.get("ns_per_del", []))
                 stat = " / ".join(num(v, 0) for v in run.get("stat_ms", []))
@@ -251,6 +268,7 @@ def report(results: dict, args) -> str:
                            f"{run['lines']:,} | {run['lost']} | {run['dup']} | {run['errors']}"
                            f"{' ' + run['failure'] if 'failure' in run else ''} | {per} | "
                            f"{stat} | {num(run['p50_us'], 0)} | {num(run['xp50_us'], 0)} | "
+                           f"{num(run.get('slices_per_line'), 2)} | "
                            f"{num(run.get('server_core_busy'), 2)} | "
                            f"{num(run['load_busy'], 2)} | {num(run.get('others'), 2)} |")
     out += ["", "</details>", ""]
@@ -362,6 +380,17 @@ def main() -> int:
         log(f"!!! broker: {len(bad)} runs failed or lost or duplicated lines: {', '.join(bad)}")
     facts.append("load average at the end: "
                  + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    others = [r["others"] for shapes in results.values() for runs in shapes.values()
+              for r in runs if r.get("others") is not None]
+    if others:
+        busy = statistics.median(others)
+        facts.append(f"other processes took {busy:.2f} cores (median over the loads, "
+                     f"{min(others):.2f}-{max(others):.2f})"
+                     + (": NOT QUIET, rates, latencies and CPU are disturbed" if busy > 0.2
+                        else ""))
+        if busy > 0.2:
+            log(f"!!! broker: other processes took {busy:.2f} cores (median) during the loads: "
+                "the figures are disturbed")
     if args.out != "-":
         dirty = git("status", "--porcelain", "--", "crates")
         example = next((r["cmd"] for shapes in results.values() for runs in shapes.values()
