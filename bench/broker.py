@@ -201,21 +201,68 @@ def disturbance(runs: dict[str, dict]) -> float:
     return max((r.get("others") or 0.0 for r in runs.values()), default=0.0)
 
 
-def measure_quietly(config: tuple, args, started: float) -> tuple[dict[str, dict], int]:
-    """run_config, again up to --retries times while other processes took more than
-    --max-others cores (and the run is young enough): the least disturbed attempt, and how
-    many attempts were made again."""
-    best = run_config(config, args)
-    for attempt in range(1, args.retries + 1):
-        busy = disturbance(best)
-        if busy <= args.max_others or time.monotonic() - started > RETRY_UNTIL:
-            return best, attempt - 1
-        log(f"broker: {config[0]}: other processes took {busy:.2f} cores: again "
-            f"({attempt}/{args.retries})")
-        runs = run_config(config, args)
-        if disturbance(runs) < busy:
-            best = runs
-    return best, args.retries
+def log_runs(config: tuple, repeat: int, runs: dict[str, dict], started: float) -> list[str]:
+    """Logs one configuration's runs; names those that failed, lost or duplicated lines."""
+    bad = []
+    for shape_name, run in runs.items():
+        log(f"[{time.monotonic() - started:4.0f}s] {config[0]}, {shape_name} #{repeat + 1}: "
+            + (f"FAILED: {run['failure']}" if "failure" in run else
+               f"{num(run['deliveries_per_s'], 0)} del/s, p50 {num(run['p50_us'], 0)} µs, "
+               f"xp50 {num(run['xp50_us'], 0)} µs, {num(run.get('total_ns_per_del'), 0)} ns/del "
+               f"({' + '.join(num(v, 0) for v in run.get('ns_per_del', []))}), "
+               f"servers' core busy {num(run.get('server_core_busy'), 2)}, "
+               f"load busy {num(run['load_busy'], 2)}, "
+               f"other processes {num(run.get('others'), 2)}")
+            + (f"\n    {run['load_stderr']}" if run.get("load_stderr") else ""))
+        if run.get("lost") or run.get("dup"):
+            log(f"!!! broker: {config[0]}, {shape_name} #{repeat + 1}: "
+                f"{run['lost']} LOST, {run['dup']} DUPLICATED: must be 0")
+        if run.get("failure") or run.get("errors") or run.get("lost") or run.get("dup"):
+            bad.append(f"{config[0]} / {shape_name} #{repeat + 1}")
+    return bad
+
+
+def measure_all(args, started: float) -> tuple[dict, int, list[str]]:
+    """Every (repeat, configuration), then again, in up to --retries passes, those during
+    whose loads other processes took more than --max-others cores (later, when the machine
+    may be quiet again), keeping the least disturbed attempt; an attempt that failed or
+    lost or duplicated lines is kept and named. The runs, how many were redone, the bad."""
+    attempts: dict[tuple[int, str], dict[str, dict]] = {}
+    order = []
+    bad: list[str] = []
+    for repeat in range(args.repeats):
+        # Rotated every repeat, so a burst of background load does not always hit the same one.
+        shift = repeat % len(args.config_list)
+        for config in args.config_list[shift:] + args.config_list[:shift]:
+            runs = {name: total({**run, "servers": config[1]})
+                    for name, run in run_config(config, args).items()}
+            bad += log_runs(config, repeat, runs, started)
+            attempts[repeat, config[0]] = runs
+            order.append((repeat, config))
+    redone = 0
+    for _ in range(args.retries):
+        busy = [(repeat, config) for repeat, config in order
+                if disturbance(attempts[repeat, config[0]]) > args.max_others]
+        for repeat, config in busy:
+            if time.monotonic() - started > RETRY_UNTIL:
+                break
+            kept = attempts[repeat, config[0]]
+            log(f"broker: {config[0]} #{repeat + 1}: other processes took "
+                f"{disturbance(kept):.2f} cores: again")
+            runs = {name: total({**run, "servers": config[1]})
+                    for name, run in run_config(config, args).items()}
+            redone += 1
+            problems = log_runs(config, repeat, runs, started)
+            bad += problems
+            clean = not any(r.get("failure") or r.get("errors") or r.get("lost") or r.get("dup")
+                            for r in kept.values())
+            if clean and not problems and disturbance(runs) < disturbance(kept):
+                attempts[repeat, config[0]] = runs
+    results: dict = {c[0]: {s[0]: [] for s in args.shape_list} for c in args.config_list}
+    for repeat, config in sorted(order, key=lambda item: item[0]):
+        for name, run in attempts[repeat, config[0]].items():
+            results[config[0]][name].append(run)
+    return results, redone, bad
 
 
 def median(runs: list[dict], key: str, index: int | None = None) -> float | None:
@@ -380,36 +427,9 @@ def main() -> int:
         log(f"broker: redis-server: {shutil.which(redis_bin)} ({redis_version(redis_bin)})")
     facts = machine_facts()
     started = time.monotonic()
-    results: dict = {c[0]: {s[0]: [] for s in args.shape_list} for c in args.config_list}
-    redone = 0
-    for repeat in range(args.repeats):
-        # Rotated every repeat, so a burst of background load does not always hit the same one.
-        shift = repeat % len(args.config_list)
-        for config in args.config_list[shift:] + args.config_list[:shift]:
-            best, again = measure_quietly(config, args, started)
-            redone += again
-            for shape_name, run in best.items():
-                run["servers"] = config[1]
-                results[config[0]][shape_name].append(total(run))
-                log(f"[{time.monotonic() - started:4.0f}s] {config[0]}, {shape_name} "
-                    f"#{repeat + 1}: "
-                    + (f"FAILED: {run['failure']}" if "failure" in run else
-                       f"{num(run['deliveries_per_s'], 0)} del/s, p50 {num(run['p50_us'], 0)} "
-                       f"µs, xp50 {num(run['xp50_us'], 0)} µs, "
-                       f"{num(run.get('total_ns_per_del'), 0)} ns/del "
-                       f"({' + '.join(num(v, 0) for v in run.get('ns_per_del', []))}), "
-                       f"servers' core busy {num(run.get('server_core_busy'), 2)}, "
-                       f"load busy {num(run['load_busy'], 2)}, "
-                       f"other processes {num(run.get('others'), 2)}")
-                    + (f"\n    {run['load_stderr']}" if run.get("load_stderr") else ""))
-                if run.get("lost") or run.get("dup"):
-                    log(f"!!! broker: {config[0]}, {shape_name} #{repeat + 1}: "
-                        f"{run['lost']} LOST, {run['dup']} DUPLICATED: must be 0")
+    results, redone, bad = measure_all(args, started)
     tables = report(results, args)
     print(tables)
-    bad = [f"{c} / {s} #{i}" for c, shapes in results.items() for s, runs in shapes.items()
-           for i, r in enumerate(runs, 1)
-           if r.get("failure") or r.get("errors") or r.get("lost") or r.get("dup")]
     if bad:
         log(f"!!! broker: {len(bad)} runs failed or lost or duplicated lines: {', '.join(bad)}")
     facts.append("load average at the end: "
@@ -454,6 +474,8 @@ def main() -> int:
             "(schedstat, all threads) and deliveries are their differences, so connecting, "
             "the handshake and the drain cancel out; rates and latencies are the longer "
             f"load's. Servers: `{args.chat}`; `{args.redis}`.", "",
+            *([f"**Runs that failed, lost or duplicated lines (any attempt): {', '.join(bad)}.**",
+               ""] if bad else []),
             "Machine: " + "; ".join(facts) + (f"; redis-server {redis_version(redis_bin)}"
                                               if needs_redis else "") + ".", "",
             tables])
