@@ -448,8 +448,8 @@ def main() -> int:
                 "the figures are disturbed")
     if args.out != "-":
         dirty = git("status", "--porcelain", "--", "crates")
-        example = next((r["cmd"] for shapes in results.values() for runs in shapes.values()
-                        for r in runs if "cmd" in r), "")
+        example = next((r["cmd"] for shapes in reversed(results.values())
+                        for runs in shapes.values() for r in runs if "cmd" in r), "")
         section = "\n".join([
             "## Chat across servers: what the Redis broker adds", "",
             f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
@@ -464,8 +464,9 @@ def main() -> int:
             "CPU each chat server and redis-server spend, and the latency a line takes to "
             "cross from one server to another (xp50/xp99). On separate machines each server "
             "would write to its own clients on its own cores, so the fan-out would scale with "
-            "the servers; Redis's cost is per envelope (one line, once per server), not per "
-            "listener, so it stays small next to the fan-out as rooms grow (redis ns/line); "
+            "the servers; Redis's cost is per envelope (the lines one server gathered in a "
+            "round of events: published once, read or pushed once by each server), not per listener, so it stays small next "
+            "to the fan-out as rooms grow (redis ns/line); "
             "and a cross-server line would add one network round trip, to Redis and back, to "
             "the latency measured here.", "",
             f"Load: `load --chat N --senders {args.senders} --size {LINE_SIZE} --pipeline K` "
