@@ -13,8 +13,9 @@ The load tool has no "ready" marker, so each measurement is two loads against th
 servers, of D/3 and D seconds: every process's CPU time (all its threads, from
 /proc/PID/task/*/schedstat, exact; /proc/PID/stat's user+system ticks as a check) and
 the deliveries are differences between the two, so connecting, the handshake and the
-drain cancel out. Deliveries/s and latencies are the longer load's. Lost or duplicated
-lines fail the run, loudly. Results go to stdout and (full runs) to the broker section
+drain cancel out. Deliveries/s and latencies are the longer load's. A configuration
+during whose loads other processes took CPU (the machine is shared) is run again after
+the others (--max-others, --retries). Lost or duplicated lines fail the run, loudly. Results go to stdout and (full runs) to the broker section
 of bench/RESULTS.md.
 
 Python 3.11 standard library only. See bench/README.md, "Chat across servers (broker)".
