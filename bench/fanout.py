@@ -330,12 +330,12 @@ def report(results: dict, shape_list: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{section}{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    block = f"{begin}\n{section}{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
@@ -368,6 +368,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def install_redis(who: str) -> None:
+    log(f"{who}: redis-server is missing; installing it: apt-get install -y redis-server")
+    subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False,
+                   stdout=subprocess.DEVNULL)
+    # The package may start its own service; the benchmarks start their own instances.
+    if shutil.which("systemctl"):
+        subprocess.run(["systemctl", "disable", "--now", "redis-server"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def redis_version(redis_bin: str) -> str:
     try:
         text = subprocess.run([redis_bin, "--version"], capture_output=True, text=True,
@@ -391,13 +401,7 @@ def main() -> int:
          Path(shlex.split(args.chat)[0]).is_file() or shutil.which(shlex.split(args.chat)[0]))]
         if not ok]
     if missing and args.install and not shutil.which(redis_bin) and shutil.which("apt-get"):
-        log("fanout: redis-server is missing; installing it: apt-get install -y redis-server")
-        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=False,
-                       stdout=subprocess.DEVNULL)
-        # The package may start its own service; this benchmark starts its own instances.
-        if shutil.which("systemctl"):
-            subprocess.run(["systemctl", "disable", "--now", "redis-server"], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        install_redis("fanout")
         missing = [m for m in missing if not m.startswith("redis-server")
                    or not shutil.which(redis_bin)]
     if missing:

@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -515,7 +516,10 @@ def main() -> int:
                        f"{r.get('rss_kib', 'n/a')} | {r.get('p99_us', 'n/a')} | "
                        f"{r.get('errors')} |")
     doc += ["", "</details>", ""]
-    Path(args.out).write_text("\n".join(doc))
+    # bench/broker.py's section lives in the same file: keep it.
+    kept = re.search(r"<!-- broker:begin -->.*<!-- broker:end -->\n", Path(args.out).read_text()
+                     if Path(args.out).exists() else "", re.S)
+    Path(args.out).write_text("\n".join(doc) + ("\n" + kept.group(0) if kept else ""))
     log(f"wrote {args.out}")
     return 0
 
