@@ -169,7 +169,9 @@ struct BrokerArgs {
     /// from RSELECTORS_BROKER_PASSWORD instead (other users can read
     /// command lines). No TLS yet.
     // Checked in main, not by clap: clap's errors quote the value, and
-    // with it the password.
+    // with it the password. The comment is clap's help text, shown as
+    // written: not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
     /// The room: servers share lines when broker and room match (Redis
