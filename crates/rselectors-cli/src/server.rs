@@ -106,7 +106,7 @@ pub enum Source<C> {
     /// A connection of the chat server's broker link, which owns the
     /// socket and stops watching it before closing it
     /// ([`crate::broker::Watch`]).
-    Broker(RawFd, &'static str),
+    Broker(RawFd, crate::broker::Role),
     /// A client connection and its state.
     Client(C),
 }
@@ -182,11 +182,19 @@ impl<C: Client> crate::broker::Watch for Server<C> {
     fn watch(
         &mut self,
         fd: RawFd,
-        role: &'static str,
+        role: crate::broker::Role,
         events: Events,
         registered: bool,
     ) -> io::Result<()> {
-        self.watch_broker(fd, role, events, registered)
+        let result = match registered {
+            true => self.sel.modify_events(fd, events).map(|_| ()),
+            false => self
+                .sel
+                .register(Source::Broker(fd, role), events, ())
+                .map(|_| ())
+                .map_err(|e| e.error),
+        };
+        result.map_err(|e| io::Error::other(format!("selector: {e}")))
     }
 
     fn unwatch(&mut self, fd: RawFd) {
@@ -539,25 +547,6 @@ impl<C: Client> Server<C> {
         if self.console_mut(fd).is_some() {
             let _ = self.sel.unregister(fd);
         }
-    }
-
-    /// Watches the socket `fd` of a broker link.
-    fn watch_broker(
-        &mut self,
-        fd: RawFd,
-        role: &'static str,
-        events: Events,
-        registered: bool,
-    ) -> io::Result<()> {
-        let result = match registered {
-            true => self.sel.modify_events(fd, events).map(|_| ()),
-            false => self
-                .sel
-                .register(Source::Broker(fd, role), events, ())
-                .map(|_| ())
-                .map_err(|e| e.error),
-        };
-        result.map_err(|e| io::Error::other(format!("selector: {e}")))
     }
 
     /// One line per registered file object, by descriptor: what the seed's

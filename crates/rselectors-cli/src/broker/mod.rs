@@ -36,7 +36,7 @@ pub use self::url::{BrokerUrl, PASSWORD_VAR};
 use crate::logging::{debug, info, warning};
 use envelope::Origin;
 use publisher::{Enqueued, Publisher};
-use redis::Failure;
+use redis::{Failure, Redis};
 use rselectors::Events;
 use std::fmt;
 use std::io;
@@ -89,20 +89,75 @@ pub fn parse_room(name: &str) -> Result<String, String> {
     }
 }
 
+/// Which of the link's two connections a socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        })
+    }
+}
+
 /// How a chat server's selector watches the link's sockets (the server
 /// implements it; the link owns the sockets).
 pub trait Watch {
     /// Watches `fd`, the link's `role` connection, for `events`
     /// (`registered`: it is already, change it).
-    fn watch(
-        &mut self,
-        fd: RawFd,
-        role: &'static str,
-        events: Events,
-        registered: bool,
-    ) -> io::Result<()>;
+    fn watch(&mut self, fd: RawFd, role: Role, events: Events, registered: bool) -> io::Result<()>;
     /// Stops watching `fd`, before the link closes it.
     fn unwatch(&mut self, fd: RawFd);
+}
+
+/// One of the link's two connections ([`Publisher`], [`Subscriber`]):
+/// what is the same about both.
+trait Half {
+    /// What it remembers of each command sent.
+    type Request;
+
+    fn redis(&mut self) -> &mut Redis<Self::Request>;
+
+    /// Queues the handshake of a connection just made.
+    fn connected(
+        &mut self,
+        url: &BrokerUrl,
+        now: Instant,
+        w: &mut impl Watch,
+    ) -> Result<(), Failure>;
+
+    /// Connects if an attempt is due.
+    fn connect_if_due(
+        &mut self,
+        url: &BrokerUrl,
+        now: Instant,
+        w: &mut impl Watch,
+    ) -> Result<(), Failure> {
+        if self.redis().connect_if_due(url, now, w)? {
+            self.connected(url, now, w)?;
+        }
+        Ok(())
+    }
+
+    /// `ready` on its socket, as far as the connection goes: finishes
+    /// connecting (then starts the handshake), writes, reads.
+    fn transfer(
+        &mut self,
+        ready: Events,
+        url: &BrokerUrl,
+        now: Instant,
+        w: &mut impl Watch,
+    ) -> Result<(), Failure> {
+        if self.redis().ready(ready, now)? {
+            self.connected(url, now, w)?;
+        }
+        Ok(())
+    }
 }
 
 /// The stream is trimmed to about this many envelopes (`XADD MAXLEN ~`):
@@ -353,18 +408,18 @@ impl Broker {
     fn publisher_failed(&mut self, failure: Failure, now: Instant, w: &mut impl Watch) {
         let jitter = self.jitter();
         self.publisher.failed(w, now, jitter);
-        self.link_failed("publisher", failure, now);
+        self.link_failed(Role::Publisher, failure, now);
     }
 
     fn subscriber_failed(&mut self, failure: Failure, now: Instant, w: &mut impl Watch) {
         let jitter = self.jitter();
         self.subscriber.failed(w, now, jitter);
-        self.link_failed("subscriber", failure, now);
+        self.link_failed(Role::Subscriber, failure, now);
     }
 
     /// Warns once per outage; what follows until the link is back is
     /// debug detail.
-    fn link_failed(&mut self, role: &str, failure: Failure, now: Instant) {
+    fn link_failed(&mut self, role: Role, failure: Failure, now: Instant) {
         let url = &self.config.url;
         if self.outage.is_some() {
             debug!("broker {url}: {role}: {failure}");

@@ -4,7 +4,9 @@
 use super::envelope::{self, Origin};
 use super::redis::{Failure, Redis};
 use super::resp::{self, Reply};
-use super::{BrokerUrl, Mode, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT, STREAM_MAXLEN};
+use super::{
+    BrokerUrl, Half, Mode, Role, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT, STREAM_MAXLEN,
+};
 use crate::logging::warning;
 use rselectors::Events;
 use std::collections::VecDeque;
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 /// What a publisher command was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
+pub(super) enum Sent {
     Auth,
     Select,
     /// The last of the handshake, and the heartbeat.
@@ -67,7 +69,7 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(mode: Mode, key: Vec<u8>, origin: Origin, limit: usize) -> Publisher {
         Publisher {
-            redis: Redis::new("publisher", 4096),
+            redis: Redis::new(Role::Publisher, 4096),
             ready: false,
             mode,
             key,
@@ -158,33 +160,6 @@ impl Publisher {
         self.redis.flush(w)
     }
 
-    /// Connects if an attempt is due.
-    pub fn connect_if_due(
-        &mut self,
-        url: &BrokerUrl,
-        now: Instant,
-        w: &mut impl Watch,
-    ) -> Result<(), Failure> {
-        if self.redis.connect_if_due(url, now, w)? {
-            self.connected(url, now, w)?;
-        }
-        Ok(())
-    }
-
-    /// The handshake: `AUTH` and `SELECT` as `url` asks, then `PING`,
-    /// whose answer makes it ready.
-    fn connected(
-        &mut self,
-        url: &BrokerUrl,
-        now: Instant,
-        w: &mut impl Watch,
-    ) -> Result<(), Failure> {
-        self.redis.handshake(url, Sent::Auth, Sent::Select, now);
-        self.redis
-            .queue(&resp::command_bytes(&[b"PING"]), Sent::Ping, now);
-        self.redis.flush(w)
-    }
-
     /// Handles `ready` on its socket: true when it just became ready.
     pub fn ready(
         &mut self,
@@ -193,9 +168,7 @@ impl Publisher {
         now: Instant,
         w: &mut impl Watch,
     ) -> Result<bool, Failure> {
-        if self.redis.ready(ready, now)? {
-            self.connected(url, now, w)?;
-        }
+        self.transfer(ready, url, now, w)?;
         let mut became_ready = false;
         while let Some(reply) = self.redis.reply()? {
             match (self.redis.answered(now), reply) {
@@ -275,5 +248,27 @@ impl Publisher {
     /// Stops watching its socket (the server is stopping).
     pub fn close(&mut self, w: &mut impl Watch) {
         self.redis.unwatch(w);
+    }
+}
+
+impl Half for Publisher {
+    type Request = Sent;
+
+    fn redis(&mut self) -> &mut Redis<Sent> {
+        &mut self.redis
+    }
+
+    /// The handshake: `AUTH` and `SELECT` as `url` asks, then `PING`,
+    /// whose answer makes it ready.
+    fn connected(
+        &mut self,
+        url: &BrokerUrl,
+        now: Instant,
+        w: &mut impl Watch,
+    ) -> Result<(), Failure> {
+        self.redis.handshake(url, Sent::Auth, Sent::Select, now);
+        self.redis
+            .queue(&resp::command_bytes(&[b"PING"]), Sent::Ping, now);
+        self.redis.flush(w)
     }
 }

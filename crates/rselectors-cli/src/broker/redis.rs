@@ -4,7 +4,7 @@
 //! business ([`super`]); `R` is what it remembers of each command sent.
 
 use super::resp::{self, Parser, ProtocolError, Reply};
-use super::{BrokerUrl, Watch};
+use super::{BrokerUrl, Role, Watch};
 use crate::conn::{self, Conn, Received};
 use rselectors::Events;
 use rustix::io::Errno;
@@ -45,8 +45,8 @@ enum State {
 /// A connection to the broker.
 #[derive(Debug)]
 pub struct Redis<R> {
-    /// What it is for ("publisher", "subscriber"), for `list`.
-    role: &'static str,
+    /// Which connection of the link it is, for `list`.
+    role: Role,
     state: State,
     /// The commands sent and not answered yet, oldest first.
     pub requests: VecDeque<R>,
@@ -114,7 +114,7 @@ impl From<io::Error> for Failure {
 impl<R> Redis<R> {
     /// A connection to be made at once; replies' bulk strings over
     /// `max_reply` bytes are skipped.
-    pub fn new(role: &'static str, max_reply: usize) -> Redis<R> {
+    pub fn new(role: Role, max_reply: usize) -> Redis<R> {
         let now = Instant::now();
         Redis {
             role,

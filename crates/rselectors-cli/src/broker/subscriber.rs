@@ -8,7 +8,7 @@
 use super::envelope::{self, Delivered, Opened, Origin, MAX_ENVELOPE};
 use super::redis::{Failure, Redis};
 use super::resp::{self, Reply};
-use super::{BrokerUrl, Mode, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT};
+use super::{BrokerUrl, Half, Mode, Role, Throttled, Watch, HEARTBEAT, REPLY_TIMEOUT};
 use crate::logging::warning;
 use rselectors::Events;
 use std::fmt;
@@ -25,7 +25,7 @@ const READ_COUNT: u32 = 64;
 
 /// What a subscriber command was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
+pub(super) enum Asked {
     Auth,
     Select,
     Subscribe,
@@ -78,7 +78,7 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn new(mode: Mode, key: Vec<u8>, origin: Origin) -> Subscriber {
         Subscriber {
-            redis: Redis::new("subscriber", MAX_ENVELOPE),
+            redis: Redis::new(Role::Subscriber, MAX_ENVELOPE),
             ready: false,
             mode,
             key,
@@ -105,41 +105,6 @@ impl Subscriber {
         into.append(&mut self.received);
     }
 
-    /// Connects if an attempt is due.
-    pub fn connect_if_due(
-        &mut self,
-        url: &BrokerUrl,
-        now: Instant,
-        w: &mut impl Watch,
-    ) -> Result<(), Failure> {
-        if self.redis.connect_if_due(url, now, w)? {
-            self.connected(url, now, w)?;
-        }
-        Ok(())
-    }
-
-    /// The handshake, then `SUBSCRIBE` or, for a stream, where it ends.
-    fn connected(
-        &mut self,
-        url: &BrokerUrl,
-        now: Instant,
-        w: &mut impl Watch,
-    ) -> Result<(), Failure> {
-        self.redis.handshake(url, Asked::Auth, Asked::Select, now);
-        let (command, asked) = match self.mode {
-            Mode::Pubsub => (
-                resp::command_bytes(&[b"SUBSCRIBE", &self.key]),
-                Asked::Subscribe,
-            ),
-            Mode::Streams => (
-                resp::command_bytes(&[b"XREVRANGE", &self.key, b"+", b"-", b"COUNT", b"1"]),
-                Asked::Top,
-            ),
-        };
-        self.redis.queue(&command, asked, now);
-        self.redis.flush(w)
-    }
-
     /// Handles `ready` on its socket: true when it just became ready.
     pub fn ready(
         &mut self,
@@ -148,9 +113,7 @@ impl Subscriber {
         now: Instant,
         w: &mut impl Watch,
     ) -> Result<bool, Failure> {
-        if self.redis.ready(ready, now)? {
-            self.connected(url, now, w)?;
-        }
+        self.transfer(ready, url, now, w)?;
         let mut became_ready = false;
         while let Some(reply) = self.redis.reply()? {
             if self.mode == Mode::Pubsub {
@@ -331,6 +294,36 @@ impl Subscriber {
     /// Stops watching its socket (the server is stopping).
     pub fn close(&mut self, w: &mut impl Watch) {
         self.redis.unwatch(w);
+    }
+}
+
+impl Half for Subscriber {
+    type Request = Asked;
+
+    fn redis(&mut self) -> &mut Redis<Asked> {
+        &mut self.redis
+    }
+
+    /// The handshake, then `SUBSCRIBE` or, for a stream, where it ends.
+    fn connected(
+        &mut self,
+        url: &BrokerUrl,
+        now: Instant,
+        w: &mut impl Watch,
+    ) -> Result<(), Failure> {
+        self.redis.handshake(url, Asked::Auth, Asked::Select, now);
+        let (command, asked) = match self.mode {
+            Mode::Pubsub => (
+                resp::command_bytes(&[b"SUBSCRIBE", &self.key]),
+                Asked::Subscribe,
+            ),
+            Mode::Streams => (
+                resp::command_bytes(&[b"XREVRANGE", &self.key, b"+", b"-", b"COUNT", b"1"]),
+                Asked::Top,
+            ),
+        };
+        self.redis.queue(&command, asked, now);
+        self.redis.flush(w)
     }
 }
 
