@@ -314,3 +314,52 @@ fn the_databases_of_one_redis_are_separate_brokers() {
         say([&mut client(&other_two), &mut on_two], b"db 2", mode);
     }
 }
+
+/// `load --chat` over two servers joined by the broker: every line of
+/// every sender reaches every listener on both servers exactly once, in
+/// order (the load generator checks each byte and counts what is lost
+/// or repeated), and the summary names the servers and senders.
+#[test]
+fn the_load_generator_sees_every_line_once_across_two_servers() {
+    let redis = redis_or_skip!(RedisServer::start());
+    for mode in MODES {
+        let room = format!("load-{mode}");
+        let mut servers = [joined(&redis, mode, &room), joined(&redis, mode, &room)];
+        let second = servers[1].addr.to_string();
+        let args = [
+            "--addr",
+            &second,
+            "--chat",
+            "6",
+            "--pipeline",
+            "4",
+            "--duration",
+            "0.5",
+        ];
+        let (ok, fields, load) = run_load(servers[0].addr, &args);
+        assert!(ok, "{mode}: {fields:?}\n{}", load.stderr());
+        for (key, expected) in [
+            ("servers", "2"),
+            ("senders", "2"),
+            ("lost", "0"),
+            ("dup", "0"),
+            ("errors", "0"),
+        ] {
+            assert_eq!(
+                fields.get(key).map(String::as_str),
+                Some(expected),
+                "{mode}: {fields:?}"
+            );
+        }
+        let crossed: f64 = fields["xp50_us"].parse().unwrap();
+        assert!(crossed > 0.0, "{mode}: no line crossed servers: {fields:?}");
+        for server in &mut servers {
+            let summary = stop(server);
+            assert!(
+                summary.sent > 0 && summary.received > 0,
+                "{mode}: {summary:?}"
+            );
+            assert_eq!(summary.dropped + summary.skipped, 0, "{mode}: {summary:?}");
+        }
+    }
+}
