@@ -394,9 +394,7 @@ impl<'a> ChatServer<'a> {
         };
         broker.ready(fd, ready, self.server);
         let mut received = mem::take(&mut self.from_broker);
-        if let Some(broker) = &mut self.broker {
-            broker.take_received(&mut received);
-        }
+        broker.take_received(&mut received);
         if !received.is_empty() {
             self.deliver_batch();
             for batch in received.drain(..) {
@@ -423,9 +421,7 @@ impl<'a> ChatServer<'a> {
             }
         }
         if let Some(broker) = &mut self.broker {
-            broker.publish(&self.outgoing);
-            broker.tick(self.server);
-            broker.flush(self.server);
+            broker.end_round(&self.outgoing, self.server);
         }
         self.outgoing.clear();
     }

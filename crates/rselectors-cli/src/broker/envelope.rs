@@ -84,11 +84,17 @@ impl fmt::Debug for Origin {
     }
 }
 
+/// The header of envelope `seq` of `origin`: what goes before its body.
+pub fn header(origin: Origin, seq: u64) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(format!("{VERSION} {origin} {seq}\n").as_bytes());
+    header
+}
+
 /// Appends the envelope of `body` (whole messages) to `out`.
+#[cfg(test)]
 pub fn seal(out: &mut Vec<u8>, origin: Origin, seq: u64, body: &[u8]) {
-    out.reserve(body.len() + 64);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(format!("{VERSION} {origin} {seq}\n").as_bytes());
+    out.extend_from_slice(&header(origin, seq));
     out.extend_from_slice(body);
 }
 

@@ -2,9 +2,9 @@
 //! (`chat-server --broker URL --room NAME`).
 //!
 //! The boundary: the chat server hands the link the messages its clients
-//! sent ([`Broker::publish`], then [`Broker::flush`] at the end of a
-//! round) and takes the other servers' messages from it
-//! ([`Broker::take_received`]) to deliver to its clients. Everything in
+//! sent (its other loops' with [`Broker::publish`] as they arrive, its
+//! own at [`Broker::end_round`]) and takes the other servers' messages
+//! from it ([`Broker::take_received`]) to deliver to its clients. Everything in
 //! between lives here: two connections to Redis on the same selector as
 //! the clients ([`publisher`], and [`subscriber`], which subscribes or
 //! reads the stream: a subscribed or blocked connection can do nothing
@@ -144,6 +144,11 @@ trait Half {
         Ok(())
     }
 
+    /// Stops watching its socket (the server is stopping).
+    fn close(&mut self, w: &mut impl Watch) {
+        self.redis().unwatch(w);
+    }
+
     /// `ready` on its socket, as far as the connection goes: finishes
     /// connecting (then starts the handshake), writes, reads.
     fn transfer(
@@ -231,7 +236,8 @@ pub struct Broker {
     config: Config,
     publisher: Publisher,
     subscriber: Subscriber,
-    /// Messages published this round, sealed at [`Broker::flush`].
+    /// Other loops' messages published this round, sealed at
+    /// [`Broker::end_round`].
     outgoing: Vec<u8>,
     /// `None` while the link is up (or before its first attempt).
     outage: Option<Outage>,
@@ -245,7 +251,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// The link of `config`: it connects at its first [`Broker::tick`].
+    /// The link of `config`: it connects at its first [`Broker::end_round`].
     pub fn new(config: Config) -> Broker {
         let key = match (config.mode, config.url.db) {
             (Mode::Pubsub, db) if db != 0 => format!("rselectors:chat:{}@{db}", config.room),
@@ -266,8 +272,9 @@ impl Broker {
         }
     }
 
-    /// Messages (whole, as clients get them) this server's clients sent,
-    /// for the other servers: they go out at [`Broker::flush`].
+    /// Messages (whole, as clients get them) that clients of the server's
+    /// other loops sent, for the other servers: they go out at
+    /// [`Broker::end_round`], before that round's own.
     pub fn publish(&mut self, messages: &[u8]) {
         self.outgoing.extend_from_slice(messages);
     }
@@ -289,21 +296,28 @@ impl Broker {
         }
     }
 
-    /// Seals what was published this round into envelopes, queues them
-    /// (or, down in pubsub mode or with the queue full, drops them) and
-    /// writes what it can. Call at the end of every round.
-    pub fn flush(&mut self, w: &mut impl Watch) {
-        if !self.outgoing.is_empty() {
-            let outgoing = std::mem::take(&mut self.outgoing);
-            for body in envelope::bodies(&outgoing) {
-                if self.publisher.enqueue(body) == Enqueued::Full {
-                    self.queue_full();
-                }
-            }
-            self.outgoing = outgoing;
-            self.outgoing.clear();
-        }
+    /// The end of a round: sends what was published and `own` (the
+    /// messages this loop's clients sent this round), then connects what
+    /// is due, gives up on what is overdue and sends heartbeats, all at
+    /// one reading of the clock.
+    pub fn end_round(&mut self, own: &[u8], w: &mut impl Watch) {
         let now = Instant::now();
+        self.flush(own, now, w);
+        self.tick(now, w);
+    }
+
+    /// Seals what was published and `own` into envelopes, queues them
+    /// (or, down in pubsub mode or with the queue full, drops them) and
+    /// writes what it can.
+    fn flush(&mut self, own: &[u8], now: Instant, w: &mut impl Watch) {
+        let published = std::mem::take(&mut self.outgoing);
+        for body in envelope::bodies(&published).chain(envelope::bodies(own)) {
+            if self.publisher.enqueue(body) == Enqueued::Full {
+                self.queue_full();
+            }
+        }
+        self.outgoing = published;
+        self.outgoing.clear();
         if let Err(failure) = self.publisher.flush(now, w) {
             self.publisher_failed(failure, now, w);
         }
@@ -345,9 +359,8 @@ impl Broker {
     }
 
     /// Connects what is due, gives up on what is overdue, sends
-    /// heartbeats. Call at the end of every round.
-    pub fn tick(&mut self, w: &mut impl Watch) {
-        let now = Instant::now();
+    /// heartbeats.
+    fn tick(&mut self, now: Instant, w: &mut impl Watch) {
         let url = &self.config.url;
         let publisher = self.publisher.check(now, w);
         let publisher = publisher.and_then(|()| self.publisher.connect_if_due(url, now, w));
@@ -362,7 +375,7 @@ impl Broker {
         }
     }
 
-    /// When the link next needs [`Broker::tick`].
+    /// When the link next needs [`Broker::end_round`].
     pub fn deadline(&self) -> Instant {
         self.publisher.deadline().min(self.subscriber.deadline())
     }
@@ -493,7 +506,7 @@ impl Broker {
     /// Sends what it can (no waiting), stops watching the link's sockets,
     /// and returns the closing summary's broker line.
     pub fn close(&mut self, w: &mut impl Watch) -> String {
-        self.flush(w);
+        self.flush(&[], Instant::now(), w);
         self.publisher.close(w);
         self.subscriber.close(w);
         let c = self.counts();

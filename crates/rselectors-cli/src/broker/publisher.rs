@@ -121,26 +121,26 @@ impl Publisher {
             return Enqueued::Full;
         }
         self.seq += 1;
-        let mut sealed = Vec::new();
-        envelope::seal(&mut sealed, self.origin, self.seq, body);
-        let mut command = Vec::with_capacity(sealed.len() + 96);
+        // The envelope is written into the command in place.
+        let header = envelope::header(self.origin, self.seq);
+        let envelope: [&[u8]; 2] = [&header, body];
+        let mut command = Vec::with_capacity(header.len() + body.len() + 96);
         match self.mode {
-            Mode::Pubsub => resp::command(&mut command, &[b"PUBLISH", &self.key, &sealed]),
+            Mode::Pubsub => {
+                resp::command_ending_with(&mut command, &[b"PUBLISH", &self.key], &envelope)
+            }
             Mode::Streams => {
                 let maxlen = STREAM_MAXLEN.to_string();
-                resp::command(
-                    &mut command,
-                    &[
-                        b"XADD",
-                        &self.key,
-                        b"MAXLEN",
-                        b"~",
-                        maxlen.as_bytes(),
-                        b"*",
-                        b"m",
-                        &sealed,
-                    ],
-                );
+                let xadd: [&[u8]; 7] = [
+                    b"XADD",
+                    &self.key,
+                    b"MAXLEN",
+                    b"~",
+                    maxlen.as_bytes(),
+                    b"*",
+                    b"m",
+                ];
+                resp::command_ending_with(&mut command, &xadd, &envelope);
             }
         }
         self.queued_bytes += command.len();
@@ -243,11 +243,6 @@ impl Publisher {
             self.queue.clear();
             self.queued_bytes = 0;
         }
-    }
-
-    /// Stops watching its socket (the server is stopping).
-    pub fn close(&mut self, w: &mut impl Watch) {
-        self.redis.unwatch(w);
     }
 }
 

@@ -50,9 +50,11 @@ pub struct Redis<R> {
     state: State,
     /// The commands sent and not answered yet, oldest first.
     pub requests: VecDeque<R>,
-    /// Received bytes; `input[start..]` is not parsed yet.
+    /// Received bytes: `input[start..end]` is not parsed yet; past `end`,
+    /// room for the next read (zeroed once, when the buffer grows).
     input: Vec<u8>,
     start: usize,
+    end: usize,
     parser: Parser,
     max_reply: usize,
     /// Since when the oldest unanswered command has waited (or the
@@ -122,6 +124,7 @@ impl<R> Redis<R> {
             requests: VecDeque::new(),
             input: Vec::new(),
             start: 0,
+            end: 0,
             parser: Parser::new(max_reply),
             max_reply,
             waiting_since: None,
@@ -172,8 +175,7 @@ impl<R> Redis<R> {
             Err(e) => return Err(Failure::Io(e.into())),
         };
         let conn = Conn::new(TcpStream::from(socket))?;
-        self.input.clear();
-        self.start = 0;
+        (self.start, self.end) = (0, 0);
         self.parser = Parser::new(self.max_reply);
         self.requests.clear();
         self.waiting_since = None;
@@ -207,21 +209,20 @@ impl<R> Redis<R> {
                     self.waiting_since = self.waiting_since.map(|_| now);
                 }
                 if ready.contains(Events::READ) {
-                    if self.start > 0 && self.start == self.input.len() {
-                        self.input.clear();
-                        self.start = 0;
+                    if self.input.len() - self.end < READ_CHUNK {
+                        // Unparsed bytes to the front, then room to read.
+                        self.input.copy_within(self.start..self.end, 0);
+                        (self.start, self.end) = (0, self.end - self.start);
+                        let room = self.end + READ_CHUNK;
+                        if self.input.len() < room {
+                            self.input.resize(room, 0);
+                        }
                     }
-                    let old = self.input.len();
-                    self.input.resize(old + READ_CHUNK, 0);
-                    let received = conn.receive(&mut self.input[old..]);
-                    let n = match received {
-                        Ok(Received::Data(n)) => n,
-                        Ok(_) | Err(_) => 0,
-                    };
-                    self.input.truncate(old + n);
-                    match received? {
+                    let room = &mut self.input[self.end..self.end + READ_CHUNK];
+                    match conn.receive(room)? {
                         Received::Eof => return Err(Failure::Closed),
-                        Received::Data(_) => {
+                        Received::Data(n) => {
+                            self.end += n;
                             if self.waiting_since.is_some() {
                                 self.waiting_since = Some(now);
                             }
@@ -238,15 +239,11 @@ impl<R> Redis<R> {
     pub fn reply(&mut self) -> Result<Option<Reply>, Failure> {
         let (used, reply) = self
             .parser
-            .parse(&self.input[self.start..])
+            .parse(&self.input[self.start..self.end])
             .map_err(Failure::Protocol)?;
         self.start += used;
-        if self.start == self.input.len() {
-            self.input.clear();
-            self.start = 0;
-        } else if self.start > READ_CHUNK && self.start * 2 > self.input.len() {
-            self.input.drain(..self.start);
-            self.start = 0;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
         }
         Ok(reply)
     }
@@ -337,7 +334,8 @@ impl<R> Redis<R> {
         self.waiting_since = None;
     }
 
-    /// Stops watching its socket.
+    /// Stops watching its socket (also before it is dropped, when the
+    /// server stops).
     pub fn unwatch(&mut self, w: &mut impl Watch) {
         if let (Some(fd), Some(_)) = (self.fd(), self.registered.take()) {
             w.unwatch(fd);

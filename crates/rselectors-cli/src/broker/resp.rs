@@ -23,10 +23,27 @@ const MAX_ARRAY: i64 = 1 << 20;
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
     header(out, b'*', args.len());
     for arg in args {
-        header(out, b'$', arg.len());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        bulk(out, &[arg]);
     }
+}
+
+/// Appends the command `args` and one last argument made of `last`'s
+/// parts, written in place (not joined first).
+pub fn command_ending_with(out: &mut Vec<u8>, args: &[&[u8]], last: &[&[u8]]) {
+    header(out, b'*', args.len() + 1);
+    for arg in args {
+        bulk(out, &[arg]);
+    }
+    bulk(out, last);
+}
+
+/// Appends one bulk string, the concatenation of `parts`.
+fn bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    header(out, b'$', parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The command `args` as bytes.
@@ -319,6 +336,13 @@ mod tests {
             out,
             b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$4\r\na\r\nb\r\n"
         );
+        let mut in_place = Vec::new();
+        command_ending_with(
+            &mut in_place,
+            &[b"PUBLISH", b"room"],
+            &[b"a\r", b"", b"\nb"],
+        );
+        assert_eq!(in_place, out);
         assert_eq!(parse_all(b"*1\r\n$4\r\nPING\r\n", 1, 64).unwrap().len(), 1);
     }
 

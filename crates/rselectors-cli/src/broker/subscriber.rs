@@ -290,11 +290,6 @@ impl Subscriber {
         self.redis.close(w, now, jitter);
         self.ready = false;
     }
-
-    /// Stops watching its socket (the server is stopping).
-    pub fn close(&mut self, w: &mut impl Watch) {
-        self.redis.unwatch(w);
-    }
 }
 
 impl Half for Subscriber {
